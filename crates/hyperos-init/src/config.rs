@@ -63,7 +63,7 @@ fn read_fw_cfg() -> std::io::Result<Option<Vec<u8>>> {
 pub fn from_fw_cfg(bytes: &[u8], problems: &mut Vec<String>) -> GuestConfig {
     match GuestConfig::from_json(bytes) {
         Ok(config) => return config,
-        Err(err) => problems.push(format!("fw_cfg configuration: {err}")),
+        Err(err) => problems.push(format!("fw_cfg configuration: {}", chain(&err))),
     }
     if bytes.len() > MAX_CONFIG_LEN {
         return GuestConfig::default();
@@ -89,6 +89,17 @@ pub fn from_fw_cfg(bytes: &[u8], problems: &mut Vec<String>) -> GuestConfig {
         ..GuestConfig::default()
     };
     keep_valid(lenient, "fw_cfg configuration", problems)
+}
+
+/// An error and its sources, as one line (serde's detail says which field).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// Drops the fields that fail validation, saying which.
@@ -172,6 +183,7 @@ mod tests {
         );
         assert_eq!(fw.hostname.as_deref(), Some("h"));
         assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("future"), "{problems:?}");
     }
 
     #[test]

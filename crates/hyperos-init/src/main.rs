@@ -48,6 +48,7 @@ mod config;
 mod dhcp_hook;
 #[cfg(target_os = "linux")]
 mod disk;
+#[cfg(target_os = "linux")]
 mod error;
 #[cfg(target_os = "linux")]
 mod event_loop;
@@ -59,6 +60,7 @@ mod hostkey;
 mod identity;
 #[cfg(target_os = "linux")]
 mod input;
+#[cfg(target_os = "linux")]
 mod log;
 #[cfg(target_os = "linux")]
 mod modules;

@@ -156,20 +156,20 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The mount points to unmount at shutdown, children before parents: the
+/// The mounts to unmount at shutdown, children before parents: the
 /// reverse of the kernel's order, without the root file system (the
 /// initramfs, which can't be unmounted).
-pub fn unmount_order(entries: &[MountEntry]) -> Vec<String> {
+pub fn unmount_order(entries: &[MountEntry]) -> Vec<&MountEntry> {
     entries
         .iter()
         .rev()
-        .map(|entry| entry.mount_point.clone())
-        .filter(|mount_point| mount_point != "/")
+        .filter(|entry| entry.mount_point != "/")
         .collect()
 }
 
 /// Unmounts everything but the root, children first. A busy mount is
-/// remounted read-only (so its file system is clean) and then detached.
+/// detached; one backed by a block device is first remounted read-only, so
+/// its file system is clean on disk whatever still holds it.
 pub fn unmount_all() {
     let text = match fs::read_to_string("/proc/self/mountinfo") {
         Ok(text) => text,
@@ -178,22 +178,28 @@ pub fn unmount_all() {
             return;
         }
     };
-    for mount_point in unmount_order(&parse_mountinfo(&text)) {
-        match umount2(mount_point.as_str(), MntFlags::empty()) {
+    for entry in unmount_order(&parse_mountinfo(&text)) {
+        let mount_point = entry.mount_point.as_str();
+        match umount2(mount_point, MntFlags::empty()) {
             Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
             Err(err) => {
-                let read_only = mount(
-                    None::<&str>,
-                    mount_point.as_str(),
-                    None::<&str>,
-                    MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                    None::<&str>,
-                )
-                .is_ok();
-                let detached = umount2(mount_point.as_str(), MntFlags::MNT_DETACH).is_ok();
-                say!(
-                    "could not unmount {mount_point} ({err}); remounted read-only: {read_only}, detached: {detached}"
-                );
+                let on_disk = entry.source.starts_with("/dev/");
+                let read_only = on_disk
+                    && mount(
+                        None::<&str>,
+                        mount_point,
+                        None::<&str>,
+                        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        None::<&str>,
+                    )
+                    .is_ok();
+                let detached = umount2(mount_point, MntFlags::MNT_DETACH).is_ok();
+                // PID 1's own console and agent port keep /dev busy: expected.
+                if on_disk || !detached {
+                    say!(
+                        "could not unmount {mount_point} ({err}); remounted read-only: {read_only}, detached: {detached}"
+                    );
+                }
             }
         }
     }
@@ -234,7 +240,11 @@ bogus line
 
     #[test]
     fn unmounts_children_first_and_never_the_root() {
-        let order = unmount_order(&parse_mountinfo(MOUNTINFO));
+        let entries = parse_mountinfo(MOUNTINFO);
+        let order: Vec<&str> = unmount_order(&entries)
+            .iter()
+            .map(|entry| entry.mount_point.as_str())
+            .collect();
         assert_eq!(
             order,
             [
