@@ -685,7 +685,7 @@ pub fn ssh_config(state_dir: Option<PathBuf>, args: SshConfigArgs) -> anyhow::Re
         hyperos_ssh::keys::export_private(&key, &key_file)?;
         eprintln!("Wrote the private key to {} (0600).", key_file.display());
     }
-    let alias = hyperos_vm::supervisor::known_hosts_alias(name);
+    let alias = hyperos_vm::paths::known_hosts_alias(name);
     let (host, port) = match ssh_target(&spec, &status) {
         Ok(t) => t,
         Err(_) => ("127.0.0.1".into(), spec.ssh_port.unwrap_or(22)),

@@ -90,7 +90,8 @@ pub fn init(keys_dir: &Path, force: bool) -> Result<InitOutcome, SshError> {
     }
     let seed: [u8; 32] = rand_seed()?;
     let mut private = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-    private.set_comment(format!("hyperos@{}", host_name()));
+    // The comment has spaces on purpose: the legacy `sshkey="…"` form must carry them.
+    private.set_comment(format!("HyperOS key of {}", host_name()));
     let pem = private
         .to_openssh(LineEnding::LF)
         .map_err(|e| SshError::BadKey(e.to_string()))?;

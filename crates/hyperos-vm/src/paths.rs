@@ -127,6 +127,12 @@ impl InstanceDir {
     }
 }
 
+/// The host name under which an instance's SSH host key is pinned in its
+/// `known_hosts` (OpenSSH's `HostKeyAlias`).
+pub fn known_hosts_alias(name: &str) -> String {
+    format!("hyperos-{name}")
+}
+
 /// Writes `bytes` to `path` atomically: a reader sees the old or the new
 /// content, never a mix, and a watcher sees one rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), VmError> {

@@ -1,9 +1,7 @@
 //! A minimal client of QEMU's machine protocol (QMP), enough to ask for an
 //! ACPI power-off and to check that QEMU answers.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::time::Duration;
 
 use crate::VmError;
 
@@ -11,6 +9,9 @@ use crate::VmError;
 /// its answer. Events that arrive meanwhile are skipped.
 #[cfg(unix)]
 pub fn execute(socket: &Path, command: &str) -> Result<serde_json::Value, VmError> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::time::Duration;
+
     let fail = |why: String| VmError::Qmp {
         path: socket.to_owned(),
         why,

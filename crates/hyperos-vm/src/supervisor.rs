@@ -290,7 +290,7 @@ fn handle_event(
                 .join(" ");
             crate::paths::write_atomic(
                 &dir.known_hosts(),
-                format!("{} {key}\n", known_hosts_alias(&spec.name)).as_bytes(),
+                format!("{} {key}\n", crate::paths::known_hosts_alias(&spec.name)).as_bytes(),
             )?;
             record.host_key = Some(key);
             *ready = true;
@@ -305,11 +305,6 @@ fn handle_event(
         GuestEvent::Error { message } => tracing::warn!(%message, "guest reported an error"),
     }
     Ok(())
-}
-
-/// The host name under which an instance's key is pinned in `known_hosts`.
-pub fn known_hosts_alias(name: &str) -> String {
-    format!("hyperos-{name}")
 }
 
 async fn request_poweroff(

@@ -1,0 +1,4 @@
+/* Stand-in libc header for `cargo check --target aarch64-apple-darwin` on Linux CI (see TargetConditionals.h). */
+#pragma once
+#include <stddef.h>
+void abort(void);

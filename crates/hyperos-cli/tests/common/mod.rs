@@ -1,0 +1,158 @@
+//! Shared fixtures of the end-to-end tests: the real image, a private state
+//! directory per test, and the `hyperos` binary run as a user would.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hyperos");
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The built image (kernel, initrd.gz), built once for all test processes:
+/// a file lock serialises concurrent builders and the build is cached.
+pub fn image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let out = repo().join("image/out");
+            std::fs::create_dir_all(&out).unwrap();
+            let lock = std::fs::File::create(repo().join("image/.build.lock")).unwrap();
+            lock.lock().unwrap();
+            if !(out.join("kernel").exists() && out.join("initrd.gz").exists()) {
+                let status = Command::new(BIN)
+                    .args(["image", "build"])
+                    .status()
+                    .expect("run hyperos image build");
+                assert!(status.success(), "hyperos image build failed");
+            }
+            lock.unlock().unwrap();
+            out
+        })
+        .clone()
+}
+
+/// A private state directory with its own key, and every instance booted
+/// in it killed when dropped.
+pub struct Env {
+    pub state: tempfile::TempDir,
+    pub image: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let image = image();
+        let state = tempfile::Builder::new()
+            .prefix("hyperos-test-")
+            .tempdir()
+            .unwrap();
+        let env = Env { state, image };
+        let out = env.cmd(&["init"]).output().unwrap();
+        assert!(out.status.success(), "init: {}", text(&out.stderr));
+        env
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("HYPEROS_STATE_DIR", self.state.path())
+            .env("HYPEROS_IMAGE_DIR", &self.image)
+            .env("HYPEROS_KEYSTORE", "file")
+            .env_remove("HYPEROS_INSTANCE")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs and expects success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "hyperos {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Runs and expects failure, returning stderr (which must be one line
+    /// starting with "hyperos: ", unless `multi_line`).
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "hyperos {args:?} should fail");
+        let err = text(&out.stderr);
+        assert!(err.starts_with("hyperos: "), "{args:?}: {err}");
+        err
+    }
+
+    /// Boots an instance and returns its `--json` description.
+    pub fn boot(&self, name: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["boot", "--name", name, "--json", "--memory", "384M"];
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("boot --json output {out:?}: {e}"))
+    }
+
+    pub fn status(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", name, "--json"])).unwrap()
+    }
+
+    /// Waits (polling, as a test may) until the instance is in `state`.
+    pub fn wait_state(&self, name: &str, state: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(name);
+            if status["state"] == state {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never became {state}: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn instance_dir(&self, name: &str) -> PathBuf {
+        self.state.path().join("instances").join(name)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.state.path().join("instances")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let _ = self.cmd(&["kill", &name]).output();
+        }
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub fn pid_alive(pid: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    !stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+}

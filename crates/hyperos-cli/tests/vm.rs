@@ -1,0 +1,337 @@
+//! End to end: build the real image, boot it under QEMU (TCG where KVM
+//! can't run guests), log in over real SSH with the generated key.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Env, pid_alive, text};
+
+#[test]
+fn boot_login_run_and_halt() {
+    let env = Env::new();
+    let booted = env.boot("main", &["--hostname", "tabby-tom"]);
+    assert_eq!(booted["hostname"], "tabby-tom");
+    assert_eq!(booted["ip"], "10.0.2.15", "user networking's guest address");
+    let pid = booted["pid"].as_u64().unwrap();
+    assert!(pid_alive(pid));
+
+    // Real SSH with the user's key and the pinned host key.
+    assert_eq!(
+        env.ok(&["run", "--name", "main", "hostname"]).trim(),
+        "tabby-tom"
+    );
+    assert_eq!(
+        env.ok(&["ssh", "main", "--", "echo", "a b", "it's"]).trim(),
+        "a b it's"
+    );
+    let out = env.run(&["run", "--name", "main", "sh", "-c", "echo oops >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "exit status is propagated");
+    assert_eq!(text(&out.stderr).trim(), "oops");
+
+    // The key travelled by fw_cfg, not on the kernel command line; it is 0600.
+    let cmdline = env.ok(&["run", "--name", "main", "cat", "/proc/cmdline"]);
+    assert!(!cmdline.contains("sshkey"), "{cmdline}");
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--name",
+            "main",
+            "stat",
+            "-c",
+            "%a %U",
+            "/root/.ssh/authorized_keys"
+        ])
+        .trim(),
+        "600 root"
+    );
+    let pubkey = std::fs::read_to_string(env.state.path().join("keys/id_ed25519.pub")).unwrap();
+    let authorized = env.ok(&["run", "--name", "main", "cat", "/root/.ssh/authorized_keys"]);
+    assert_eq!(authorized.trim(), pubkey.trim());
+
+    // Status, ip, pid, ps and logs while running.
+    let status = env.status("main");
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["pid"], pid);
+    assert_eq!(env.ok(&["ip", "main"]).trim(), "10.0.2.15");
+    assert_eq!(env.ok(&["pid", "main"]).trim(), pid.to_string());
+    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["name"], "main");
+    assert_eq!(ps[0]["state"], "running");
+    assert!(
+        env.ok(&["logs", "main"]).contains("Linux version"),
+        "console log"
+    );
+
+    // Booting it again is refused.
+    let err = env.fails(&["boot", "--name", "main"]);
+    assert!(err.contains("already running"), "{err}");
+
+    // Graceful halt over ACPI: the guest reports stopping, QEMU exits 0.
+    let halted = env.ok(&["halt", "main"]);
+    assert!(halted.contains("stopped"), "{halted}");
+    assert!(!pid_alive(pid), "QEMU is gone");
+    let status = env.status("main");
+    assert_eq!(status["state"], "stopped");
+    assert_eq!(status["pid"], serde_json::Value::Null);
+    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["state"], "stopped");
+    let supervisor_log =
+        std::fs::read_to_string(env.instance_dir("main").join("supervisor.log")).unwrap();
+    assert!(
+        supervisor_log.contains("guest is stopping"),
+        "{supervisor_log}"
+    );
+    let console = env.ok(&["logs", "main"]);
+    assert!(
+        console.contains("reboot: Power down"),
+        "clean power-off: {console}"
+    );
+    let err = env.fails(&["ip", "main"]);
+    assert!(err.contains("not running"), "{err}");
+}
+
+#[test]
+fn legacy_kernel_command_line_and_openssh() {
+    let env = Env::new();
+    env.boot(
+        "legacy",
+        &["--legacy-cmdline", "--hostname", "fluffy-kitty"],
+    );
+    // host= and sshkey="…" (the key's comment has spaces) on the command line.
+    let cmdline = env.ok(&["run", "--name", "legacy", "cat", "/proc/cmdline"]);
+    assert!(cmdline.contains("host=fluffy-kitty"), "{cmdline}");
+    assert!(cmdline.contains("sshkey=\"ssh-ed25519 "), "{cmdline}");
+    assert_eq!(
+        env.ok(&["run", "--name", "legacy", "hostname"]).trim(),
+        "fluffy-kitty"
+    );
+
+    // Stock OpenSSH with the snippet: strict host key checking against the pinned key.
+    let config = env.ok(&["ssh-config", "legacy"]);
+    let config_path = env.state.path().join("ssh_config");
+    std::fs::write(&config_path, &config).unwrap();
+    let out = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(&config_path)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "hyperos-legacy",
+            "cat",
+            "/etc/hostname",
+        ])
+        .output()
+        .expect("run ssh");
+    assert!(out.status.success(), "ssh: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "fluffy-kitty");
+
+    // A wrong pinned key is refused by OpenSSH too.
+    let known = env.instance_dir("legacy").join("known_hosts");
+    std::fs::write(&known, "hyperos-legacy ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb7bnFz0lqCSsT6r6uMTAj9Njhq8zW0Vv1t5uyyEm8n\n").unwrap();
+    let out = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(&config_path)
+        .args(["-o", "BatchMode=yes", "hyperos-legacy", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        "{}",
+        text(&out.stderr)
+    );
+    env.ok(&["halt", "legacy"]);
+}
+
+#[test]
+fn two_instances_at_once_then_poweroff_from_inside() {
+    let env = Env::new();
+    std::thread::scope(|s| {
+        let a = s.spawn(|| env.boot("one", &[]));
+        let b = s.spawn(|| env.boot("two", &[]));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        assert_ne!(a["ssh_port"], b["ssh_port"]);
+        assert_ne!(a["hostname"], b["hostname"], "random hostnames differ");
+        for (name, booted) in [("one", &a), ("two", &b)] {
+            let hostname = env.ok(&["run", "--name", name, "hostname"]);
+            assert_eq!(hostname.trim(), booted["hostname"].as_str().unwrap());
+        }
+    });
+    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
+    assert_eq!(ps.as_array().unwrap().len(), 2);
+    assert!(
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["state"] == "running")
+    );
+
+    // `poweroff` inside the guest (busybox signals PID 1) stops it cleanly.
+    let _ = env.run(&["run", "--name", "one", "poweroff"]);
+    env.wait_state("one", "stopped", Duration::from_secs(60));
+    assert_eq!(
+        env.status("two")["state"],
+        "running",
+        "the other one is untouched"
+    );
+    env.ok(&["halt", "two"]);
+}
+
+#[test]
+fn stale_pids_after_kill_9_read_as_stopped() {
+    let env = Env::new();
+    let booted = env.boot("victim", &[]);
+    let qemu = booted["pid"].as_u64().unwrap();
+
+    // kill -9 of QEMU: the supervisor records the instance as stopped.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &qemu.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = env.wait_state("victim", "stopped", Duration::from_secs(20));
+    assert_eq!(status["pid"], serde_json::Value::Null);
+
+    // It boots again, keeping its hostname; then kill -9 of the supervisor:
+    // QEMU dies with it and the stale record reads as stopped, not an error.
+    let again = env.boot("victim", &[]);
+    assert_eq!(again["hostname"], booted["hostname"]);
+    let qemu = again["pid"].as_u64().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.instance_dir("victim").join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let supervisor = state["supervisor_pid"].as_u64().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &supervisor.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = env.wait_state("victim", "stopped", Duration::from_secs(20));
+    assert_eq!(status["stale"], true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pid_alive(qemu) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QEMU outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains("stopped"), "{ps}");
+    // And a stale instance can be booted again.
+    env.boot("victim", &[]);
+    env.ok(&["kill", "victim"]);
+    assert_eq!(env.status("victim")["state"], "stopped");
+}
+
+#[test]
+fn boot_timeout_stops_the_vm_and_shows_the_console() {
+    let env = Env::new();
+    let err = env.fails(&["boot", "--name", "slow", "--timeout", "1"]);
+    assert!(err.contains("did not become ready within 1 s"), "{err}");
+    assert!(err.contains("console"), "{err}");
+    let status = env.status("slow");
+    assert!(
+        status["state"] == "failed" || status["state"] == "stopped",
+        "{status}"
+    );
+    assert_eq!(status["pid"], serde_json::Value::Null);
+}
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    let env = Env::new();
+    let tmp = tempfile::tempdir().unwrap();
+
+    let err = env.fails(&["status", "nope"]);
+    assert!(err.contains("no instance named \"nope\""), "{err}");
+    let err = env.fails(&["boot", "--name", "../evil"]);
+    assert!(err.contains("invalid instance name"), "{err}");
+    let err = env.fails(&["boot", "--memory", "lots"]);
+    assert!(err.contains("invalid memory size"), "{err}");
+
+    // QEMU missing: the package is named.
+    let out = env
+        .cmd(&["boot", "--name", "q"])
+        .env("HYPEROS_QEMU", "/nonexistent/qemu")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("apt-get install qemu-system-x86"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // No image: the command to build it is named.
+    let out = env
+        .cmd(&["boot", "--name", "i"])
+        .env("HYPEROS_IMAGE_DIR", tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("hyperos image build"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Corrupt kernel and initrd.
+    let bad = tmp.path().join("bad");
+    std::fs::write(&bad, vec![0x42; 4096]).unwrap();
+    let initrd = env.image.join("initrd.gz");
+    let kernel = env.image.join("kernel");
+    let err = env.fails(&[
+        "boot",
+        "--name",
+        "k",
+        "--kernel",
+        bad.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+    ]);
+    assert!(err.contains("is not a Linux kernel"), "{err}");
+    let err = env.fails(&[
+        "boot",
+        "--name",
+        "k",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(err.contains("is not an initrd"), "{err}");
+
+    // Port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let err = env.fails(&["boot", "--name", "p", "--ssh-port", &port]);
+    assert!(
+        err.contains(&format!("port {port}")) && err.contains("in use"),
+        "{err}"
+    );
+
+    // An invalid SSH key.
+    let keys = env.state.path().join("keys");
+    std::fs::write(
+        keys.join("id_ed25519.pub"),
+        "ssh-ed25519 !!!not-base64!!!\n",
+    )
+    .unwrap();
+    let err = env.fails(&["boot", "--name", "s"]);
+    assert!(err.contains("invalid SSH public key"), "{err}");
+
+    for err in [
+        env.fails(&["halt", "nope"]),
+        env.fails(&["kill", "nope"]),
+        env.fails(&["rm", "nope"]),
+    ] {
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
