@@ -52,7 +52,7 @@ pub fn service_command(program: &str) -> Command {
 /// the signal mask. Only async-signal-safe calls: it runs between fork and
 /// exec.
 fn reset_signals() {
-    for signal in 1..libc::SIGRTMAX() {
+    for signal in 1..=libc::SIGRTMAX() {
         if signal != libc::SIGKILL && signal != libc::SIGSTOP {
             // SAFETY: SIG_DFL is a valid disposition for any catchable signal;
             // an invalid number only makes the call fail.
