@@ -314,7 +314,7 @@ pub fn boot(state_dir: Option<PathBuf>, args: BootArgs) -> anyhow::Result<i32> {
         disk_bytes,
         timeout: Duration::from_secs(args.timeout),
     };
-    if !args.json {
+    if !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!("Booting {}…", args.name);
     }
     let launcher = SelfLauncher {

@@ -35,7 +35,7 @@ fn sh(script: &str) {
 /// /etc/qemu/bridge.conf allows the test's bridge.
 fn in_ns(env: &Env, ns: &str, qemu_conf: &Path, args: &[&str]) -> std::process::Output {
     let script = format!(
-        "mount --bind {} /etc/qemu && exec \"$0\" \"$@\"",
+        "mkdir -p /etc/qemu && mount --bind {} /etc/qemu && exec \"$0\" \"$@\"",
         qemu_conf.display()
     );
     let mut c = Command::new("ip");

@@ -58,10 +58,8 @@ fn boot_login_run_and_halt() {
     let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
     assert_eq!(ps[0]["name"], "main");
     assert_eq!(ps[0]["state"], "running");
-    assert!(
-        env.ok(&["logs", "main"]).contains("Linux version"),
-        "console log"
-    );
+    let console = env.ok(&["logs", "main"]);
+    assert!(console.contains("hyperos-init"), "console log: {console}");
 
     // Booting it again is refused.
     let err = env.fails(&["boot", "--name", "main"]);

@@ -27,9 +27,12 @@ pub const QEMU_PROGRAM: &str = "qemu-system-x86_64";
 /// Environment variable naming another QEMU binary.
 pub const QEMU_ENV: &str = "HYPEROS_QEMU";
 
-/// Kernel command line given to every boot; `quiet` keeps the serial
-/// console (slow under emulation) from slowing the boot down.
-pub const BASE_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+/// Kernel command line given to every boot: `quiet` keeps the serial
+/// console (slow under emulation) from slowing the boot down;
+/// `no_timer_check` stops the kernel from declaring the IO-APIC timer broken
+/// (and panicking) when an emulated or overcommitted vCPU runs it late;
+/// `panic=-1` turns a guest panic into a QEMU exit (`-no-reboot`).
+pub const BASE_CMDLINE: &str = "console=ttyS0 quiet no_timer_check panic=-1";
 
 /// Finds the QEMU binary: `$HYPEROS_QEMU`, then `PATH`, then the usual
 /// install locations of the platform.
