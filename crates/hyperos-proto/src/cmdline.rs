@@ -70,9 +70,8 @@ mod tests {
 
     #[test]
     fn legacy_form_with_spaces_in_the_key() {
-        let line = format!(
-            "earlyprintk=serial console=ttyS0 host=fluffy-kitty sshkey=\"{KEY}\" quiet\n"
-        );
+        let line =
+            format!("earlyprintk=serial console=ttyS0 host=fluffy-kitty sshkey=\"{KEY}\" quiet\n");
         let config = parse(&line);
         assert_eq!(config.hostname.as_deref(), Some("fluffy-kitty"));
         assert_eq!(config.authorized_keys, vec![KEY.to_owned()]);
@@ -91,7 +90,10 @@ mod tests {
     fn render_then_parse_round_trips() {
         let config = GuestConfig {
             hostname: Some("tabby".into()),
-            authorized_keys: vec![KEY.into(), "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ bob".into()],
+            authorized_keys: vec![
+                KEY.into(),
+                "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ bob".into(),
+            ],
             ..GuestConfig::default()
         };
         assert_eq!(parse(&render(&config)), config);

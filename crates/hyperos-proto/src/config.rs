@@ -48,7 +48,9 @@ pub enum ConfigError {
     Json(#[from] serde_json::Error),
     #[error("the guest configuration has version {0}, this guest understands {PROTOCOL_VERSION}", PROTOCOL_VERSION = crate::PROTOCOL_VERSION)]
     Version(u32),
-    #[error("invalid hostname {0:?}: use 1-63 letters, digits and '-', not starting or ending with '-'")]
+    #[error(
+        "invalid hostname {0:?}: use 1-63 letters, digits and '-', not starting or ending with '-'"
+    )]
     Hostname(String),
     #[error("invalid SSH public key {0:?}: expected one line like 'ssh-ed25519 AAAA… comment'")]
     Key(String),
