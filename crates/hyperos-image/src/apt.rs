@@ -366,9 +366,28 @@ impl Apt {
         }
         if !missing.is_empty() {
             tracing::info!(count = missing.len(), "downloading packages with apt-get");
+            // Into a private directory first, so concurrent builds sharing the
+            // cache never see (or clobber) a half-written .deb.
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let partial = dir.join(format!(".download-{}-{unique}", std::process::id()));
+            let cache_err = |path: &Path| {
+                let path = path.to_owned();
+                move |source| AptError::Cache { path, source }
+            };
+            std::fs::create_dir_all(&partial).map_err(cache_err(&partial))?;
             let mut args = vec!["-q".to_owned(), "download".to_owned()];
             args.extend(missing.iter().map(|p| format!("{}={}", p.name, p.version)));
-            if let Err(error) = self.run("apt-get", &args, Some(dir)) {
+            let result = self.run("apt-get", &args, Some(&partial));
+            for package in &missing {
+                let name = package.deb_file_name();
+                if partial.join(&name).exists() {
+                    std::fs::rename(partial.join(&name), dir.join(&name))
+                        .map_err(cache_err(dir))?;
+                }
+            }
+            let _ = std::fs::remove_dir_all(&partial);
+            if let Err(error) = result {
                 tracing::warn!(%error, "apt-get download failed");
                 let package = missing
                     .iter()
@@ -494,5 +513,46 @@ busybox-static
             "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb"
         );
         assert_eq!(p.staging_name(), "busybox-static_1%3a1.35.0-4+deb12u1+b1");
+    }
+
+    /// Real apt: resolve, show, download a small package, reuse it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn downloads_verifies_and_reuses() {
+        let apt = Apt::default();
+        let Ok(packages) = apt.show(&["libtommath1".to_owned()]) else {
+            eprintln!("apt unavailable; skipping");
+            return;
+        };
+        let closure = apt
+            .closure(
+                &["dropbear-bin".to_owned()],
+                &BTreeSet::from(["libc6".to_owned()]),
+            )
+            .unwrap();
+        assert_eq!(closure[0], "dropbear-bin");
+        assert!(closure.contains(&"libtommath1".to_owned()));
+        assert!(!closure.contains(&"libc6".to_owned()));
+
+        let dir = tempfile::tempdir().unwrap();
+        let paths = apt.download(&packages, dir.path()).unwrap();
+        assert!(paths[0].is_file());
+        let modified = std::fs::metadata(&paths[0]).unwrap().modified().unwrap();
+        // Second time: from the cache, checksum verified, no download.
+        let again = apt.download(&packages, dir.path()).unwrap();
+        assert_eq!(
+            std::fs::metadata(&again[0]).unwrap().modified().unwrap(),
+            modified
+        );
+        // A corrupted cache entry is replaced.
+        std::fs::write(&paths[0], b"junk").unwrap();
+        apt.download(&packages, dir.path()).unwrap();
+        assert!(verify(&packages[0], &paths[0]).unwrap());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let err = apt
+            .show(&["no-such-package-hyperos".to_owned()])
+            .unwrap_err();
+        assert!(err.to_string().contains("apt-get update"), "{err}");
     }
 }

@@ -79,6 +79,10 @@ impl<'a> Builder<'a> {
 
     pub(crate) fn run(self) -> Result<BuildReport, ImageError> {
         let init = self.read_init()?;
+        if let Some(path) = &self.opts.kernel {
+            // Fail before any download when the given kernel is unusable.
+            kernel::read_bzimage(path)?;
+        }
 
         // Packages: closure, versions, download, unpack.
         let prune: BTreeSet<String> = self.config.packages.prune.iter().cloned().collect();
