@@ -458,10 +458,10 @@ fn status_line(spec: &InstanceSpec, status: &Status) -> String {
     if let Some(pid) = status.qemu_pid() {
         line.push_str(&format!(", pid {pid}"));
     }
-    if status.phase == Phase::Failed {
-        if let Some(err) = status.record.as_ref().and_then(|r| r.error.as_deref()) {
-            line.push_str(&format!(" ({err})"));
-        }
+    if status.phase == Phase::Failed
+        && let Some(err) = status.record.as_ref().and_then(|r| r.error.as_deref())
+    {
+        line.push_str(&format!(" ({err})"));
     }
     line
 }

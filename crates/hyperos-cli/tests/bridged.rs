@@ -2,6 +2,8 @@
 //! test, with its own dnsmasq; the IP comes from dnsmasq's lease file,
 //! matched by the hostname the guest sent.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! End to end: build the real image, boot it under QEMU (TCG where KVM
 //! can't run guests), log in over real SSH with the generated key.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -332,4 +334,47 @@ fn bad_input_gets_one_clear_line() {
     ] {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+}
+
+#[test]
+fn status_watch_follows_every_phase() {
+    let env = Env::new();
+    // The instance must exist before it can be watched: boot and halt it once.
+    env.boot("watched", &[]);
+    env.ok(&["halt", "watched"]);
+
+    let mut watch = env
+        .cmd(&["status", "watched", "--watch", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watch_out = watch.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(watch_out)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+                v["state"].as_str().unwrap().to_owned()
+            })
+            .collect::<Vec<_>>()
+    });
+    env.boot("watched", &[]);
+    env.ok(&["halt", "watched"]);
+    std::thread::sleep(Duration::from_millis(500));
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+
+    // Every phase of the second boot was seen, in order, as it happened.
+    let seen = lines.join().unwrap();
+    let mut expected = ["stopped", "booting", "running", "stopping", "stopped"]
+        .into_iter()
+        .peekable();
+    for state in &seen {
+        if expected.peek() == Some(&state.as_str()) {
+            expected.next();
+        }
+    }
+    assert_eq!(expected.next(), None, "watch saw {seen:?}");
 }

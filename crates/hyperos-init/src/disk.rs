@@ -15,7 +15,7 @@ use crate::log::say;
 use crate::process::command;
 
 /// Serial of the data disk's virtio-blk device.
-pub const DATA_DISK_SERIAL: &str = "hyperos-data";
+pub use hyperos_proto::DATA_DISK_SERIAL;
 /// Where it is mounted.
 pub const DATA_DIR: &str = "/var/lib/hyperos";
 /// How much of the disk's start must be zero for it to count as blank.

@@ -31,5 +31,9 @@ pub const FW_CFG_NAME: &str = "opt/org.hyperos/config";
 /// Name of the virtio-serial port that carries the agent channel.
 pub const AGENT_PORT_NAME: &str = "org.hyperos.agent";
 
+/// Serial number of the persistent data disk (virtio-blk) the host attaches;
+/// the guest formats it on first boot and mounts it at `/var/lib/hyperos`.
+pub const DATA_DISK_SERIAL: &str = "hyperos-data";
+
 /// Version of the agent protocol and the configuration format.
 pub const PROTOCOL_VERSION: u32 = 1;

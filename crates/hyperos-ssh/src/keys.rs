@@ -79,14 +79,12 @@ pub struct InitOutcome {
 
 /// Creates the user's key unless one exists (or `force`).
 pub fn init(keys_dir: &Path, force: bool) -> Result<InitOutcome, SshError> {
-    if !force {
-        if let Ok(key) = load(keys_dir) {
-            return Ok(InitOutcome {
-                key,
-                created: false,
-                fallback_reason: None,
-            });
-        }
+    if !force && let Ok(key) = load(keys_dir) {
+        return Ok(InitOutcome {
+            key,
+            created: false,
+            fallback_reason: None,
+        });
     }
     let seed: [u8; 32] = rand_seed()?;
     let mut private = PrivateKey::from(Ed25519Keypair::from_seed(&seed));

@@ -190,7 +190,10 @@ pub fn args(spec: &InstanceSpec, dir: &InstanceDir, accel: Accel) -> Vec<OsStrin
             qemu_path(&dir.disk())
         ));
         push("-device");
-        push("virtio-blk-pci,drive=data,serial=hyperos-data");
+        push(&format!(
+            "virtio-blk-pci,drive=data,serial={}",
+            hyperos_proto::DATA_DISK_SERIAL
+        ));
     }
     let mut cmdline = BASE_CMDLINE.to_owned();
     if spec.legacy_cmdline {

@@ -173,8 +173,8 @@ async fn supervise(options: Options) -> Result<(), VmError> {
                 }
                 Input::AgentClosed => tracing::debug!("agent channel closed"),
                 Input::LeaseFileChanged => {
-                    if let Some(found) = read_lease_file(&spec) {
-                        if !have_lease || LeaseRecord::read(&dir.lease())?.map(|l| l.ip) != Some(found.ip.clone()) {
+                    if let Some(found) = read_lease_file(&spec)
+                        && (!have_lease || LeaseRecord::read(&dir.lease())?.map(|l| l.ip) != Some(found.ip.clone())) {
                             tracing::info!(ip = %found.ip, "lease found in the DHCP server's lease file");
                             LeaseRecord {
                                 ip: found.ip,
@@ -185,7 +185,6 @@ async fn supervise(options: Options) -> Result<(), VmError> {
                             .write(&dir.lease())?;
                             have_lease = true;
                         }
-                    }
                 }
             },
             _ = sigterm.recv() => {
@@ -354,10 +353,10 @@ async fn read_agent(read: tokio::net::unix::OwnedReadHalf, tx: mpsc::Sender<Inpu
             continue;
         }
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        if let Some(event) = agent::decode::<GuestEvent>(text) {
-            if tx.send(Input::Event(event)).await.is_err() {
-                return;
-            }
+        if let Some(event) = agent::decode::<GuestEvent>(text)
+            && tx.send(Input::Event(event)).await.is_err()
+        {
+            return;
         }
     }
     let _ = tx.send(Input::AgentClosed).await;
@@ -388,10 +387,10 @@ fn watch_lease_file(
         .unwrap_or_else(|| PathBuf::from("."));
     let name = file.file_name().map(|n| n.to_owned());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
-                let _ = tx.try_send(Input::LeaseFileChanged);
-            }
+        if let Ok(event) = event
+            && event.paths.iter().any(|p| p.file_name() == name.as_deref())
+        {
+            let _ = tx.try_send(Input::LeaseFileChanged);
         }
     })
     .map_err(|source| VmError::Watch {

@@ -1,7 +1,7 @@
 //! Shared fixtures of the end-to-end tests: the real image, a private state
 //! directory per test, and the `hyperos` binary run as a user would.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
