@@ -26,10 +26,10 @@ fn key_lives_in_the_secret_service_when_one_runs() {
     }
     let state = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    // A fresh keyring, unlocked with an empty password, in a private session bus.
+    // A fresh login keyring, created and unlocked with a throwaway password, in a private session bus.
     let script = format!(
         "set -e
-         printf '' | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+         printf 'hyperos-test' | gnome-keyring-daemon --unlock --components=secrets >/dev/null
          {BIN} init
          {BIN} init
          secret-tool search --all service org.hyperos 2>&1"
