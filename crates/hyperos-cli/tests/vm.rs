@@ -63,6 +63,66 @@ fn boot_login_run_and_halt() {
     let console = env.ok(&["logs", "main"]);
     assert!(console.contains("hyperos-init"), "console log: {console}");
 
+    // What the image promises: the modules are loaded, the container
+    // runtime and FUSE run, SFTP is served, and PID 1 reaps orphans.
+    let modules = env.ok(&["run", "--name", "main", "cat", "/proc/modules"]);
+    for module in [
+        "virtio_net",
+        "virtio_console",
+        "fuse",
+        "overlay",
+        "loop",
+        "erofs",
+        "squashfs",
+        "nf_tables",
+        "veth",
+        "bridge",
+        "qemu_fw_cfg",
+    ] {
+        assert!(
+            modules
+                .lines()
+                .any(|l| l.starts_with(&format!("{module} "))),
+            "{module} not loaded:\n{modules}"
+        );
+    }
+    assert!(
+        env.ok(&["run", "--name", "main", "systemd-nspawn", "--version"])
+            .starts_with("systemd 252")
+    );
+    assert!(
+        env.ok(&["run", "--name", "main", "fusermount3", "--version"])
+            .contains("fusermount3 version")
+    );
+    let zombies = env.ok(&[
+        "run",
+        "--name",
+        "main",
+        "sh",
+        "-c",
+        "(sh -c 'sleep 0.2' &); sleep 1.5; grep -l '^State:.Z' /proc/[0-9]*/status | wc -l",
+    ]);
+    assert_eq!(zombies.trim(), "0", "PID 1 reaps orphaned children");
+
+    // An interactive session gets a PTY (run under script(1), which gives
+    // this side a terminal).
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} ssh -t main -- tty", common::BIN),
+            "/dev/null",
+        ])
+        .env("HYPEROS_STATE_DIR", env.state.path())
+        .env("HYPEROS_KEYSTORE", "file")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("/dev/pts/"),
+        "{}",
+        text(&out.stdout)
+    );
+
     // Booting it again is refused.
     let err = env.fails(&["boot", "--name", "main"]);
     assert!(err.contains("already running"), "{err}");
@@ -125,6 +185,50 @@ fn legacy_kernel_command_line_and_openssh() {
         .expect("run ssh");
     assert!(out.status.success(), "ssh: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "fluffy-kitty");
+
+    // Stock scp (SFTP protocol, and the legacy protocol with -O) and sftp.
+    let payload = env.state.path().join("payload");
+    std::fs::write(&payload, "hello from the host\n").unwrap();
+    for (flags, remote) in [
+        (vec![], "hyperos-legacy:/tmp/sftp-copy"),
+        (vec!["-O"], "hyperos-legacy:/tmp/scp-copy"),
+    ] {
+        let out = std::process::Command::new("scp")
+            .arg("-F")
+            .arg(&config_path)
+            .args(["-o", "BatchMode=yes"])
+            .args(&flags)
+            .arg(&payload)
+            .arg(remote)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scp {flags:?}: {}", text(&out.stderr));
+    }
+    let copies = env.ok(&[
+        "run",
+        "--name",
+        "legacy",
+        "cat",
+        "/tmp/sftp-copy",
+        "/tmp/scp-copy",
+    ]);
+    assert_eq!(copies, "hello from the host\nhello from the host\n");
+    let batch = env.state.path().join("sftp-batch");
+    let fetched = env.state.path().join("fetched-hostname");
+    std::fs::write(&batch, format!("get /etc/hostname {}\n", fetched.display())).unwrap();
+    let out = std::process::Command::new("sftp")
+        .arg("-F")
+        .arg(&config_path)
+        .args(["-o", "BatchMode=yes", "-b"])
+        .arg(&batch)
+        .arg("hyperos-legacy")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&fetched).unwrap().trim(),
+        "fluffy-kitty"
+    );
 
     // A wrong pinned key is refused by OpenSSH too.
     let known = env.instance_dir("legacy").join("known_hosts");
@@ -339,8 +443,25 @@ fn bad_input_gets_one_clear_line() {
 #[test]
 fn status_watch_follows_every_phase() {
     let env = Env::new();
-    // The instance must exist before it can be watched: boot and halt it once.
+    // The instance must exist before it can be watched: boot and halt it
+    // once, leaving a file on its data disk and noting its host key.
     env.boot("watched", &[]);
+    env.ok(&[
+        "run",
+        "--name",
+        "watched",
+        "sh",
+        "-c",
+        "echo kept > /var/lib/hyperos/marker",
+    ]);
+    let host_key = |env: &Env| -> String {
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(env.instance_dir("watched").join("state.json")).unwrap(),
+        )
+        .unwrap();
+        state["host_key"].as_str().unwrap().to_owned()
+    };
+    let first_key = host_key(&env);
     env.ok(&["halt", "watched"]);
 
     let mut watch = env
@@ -361,6 +482,13 @@ fn status_watch_follows_every_phase() {
             .collect::<Vec<_>>()
     });
     env.boot("watched", &[]);
+    // The data disk was unmounted cleanly and kept; the host key came back.
+    assert_eq!(
+        env.ok(&["run", "--name", "watched", "cat", "/var/lib/hyperos/marker"])
+            .trim(),
+        "kept"
+    );
+    assert_eq!(host_key(&env), first_key);
     env.ok(&["halt", "watched"]);
     std::thread::sleep(Duration::from_millis(500));
     watch.kill().unwrap();
