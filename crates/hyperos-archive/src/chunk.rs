@@ -24,8 +24,8 @@ use crate::hex;
 /// Length of a BLAKE3 hash.
 pub const HASH_LEN: usize = 32;
 
-/// The default storage chunk size: 256 KiB (see the README for the measurement).
-pub const DEFAULT_CHUNK_SIZE: u32 = 256 * 1024;
+/// The default storage chunk size: 128 KiB (see the README for the measurement).
+pub const DEFAULT_CHUNK_SIZE: u32 = 128 * 1024;
 
 /// The default fetch granularity: 16 KiB, iroh-blobs' bao block (chunk group)
 /// size, the smallest range its outboards can verify on their own.
@@ -49,7 +49,7 @@ pub const MAX_CHUNKS: u64 = 1 << 20;
 pub enum ChunkError {
     /// The chunk size is outside the allowed range or not a power of two.
     #[error(
-        "the chunk size {0} is not a power of two between 64 KiB and 16 MiB; pick one that is (the default is 256 KiB)"
+        "the chunk size {0} is not a power of two between 64 KiB and 16 MiB; pick one that is (the default is 128 KiB)"
     )]
     ChunkSize(u32),
     /// The fetch granularity is outside the allowed range, not a power of two,
