@@ -25,7 +25,7 @@ use bao_tree::io::outboard::PreOrderMemOutboard;
 use bao_tree::io::round_up_to_chunks;
 use bao_tree::io::sync::encode_ranges_validated;
 use bao_tree::{BlockSize, ByteRanges};
-use hyperos_archive::{Chunking, index_bytes};
+use hyperos_archive::{Chunking, DEFAULT_CHUNK_SIZE, index_bytes};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -153,12 +153,12 @@ fn main() {
             .sum()
     };
     println!(
-        "\ncold read of 300 small files ({:.2} MiB of file data), chunk size 256 KiB:\n",
+        "\ncold read of 300 small files ({:.2} MiB of file data), chunk size 128 KiB:\n",
         wanted as f64 / MIB as f64
     );
     println!("| granularity | fetched | × file data | requests |");
     println!("|---|---|---|---|");
-    let chunk_size = 256 * KIB;
+    let chunk_size = DEFAULT_CHUNK_SIZE as usize;
     for granularity in [4 * KIB, 16 * KIB, 32 * KIB, 64 * KIB] {
         let proof = proof_bytes(&v1, chunk_size, granularity);
         let mut units = HashSet::new();

@@ -33,7 +33,7 @@ fn serve(chunk: &[u8], range_in_chunk: std::ops::Range<u64>) -> (Vec<u8>, ByteRa
         &round_up_to_chunks(&ranges),
         &mut response,
     )
-    .unwrap();
+    .expect("the provider encodes");
     (response, ranges)
 }
 
@@ -58,7 +58,7 @@ fn verify(
 }
 
 fn layout(data: &[u8], chunking: Chunking) -> ChunkLayout {
-    chunking.layout(data.len() as u64).unwrap()
+    chunking.layout(data.len() as u64).expect("valid chunking")
 }
 
 #[test]
