@@ -352,5 +352,9 @@ fn machine() -> String {
         })
         .map(|kib| kib / 1024.0 / 1024.0)
         .unwrap_or(0.0);
-    format!("{cores} cores of {cpu}, {mem_gib:.0} GiB")
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
+    format!("{cores} cores of {cpu}, {mem_gib:.0} GiB (1-minute load average {load} at the start)")
 }

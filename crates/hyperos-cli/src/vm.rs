@@ -576,8 +576,11 @@ pub fn ssh(state_dir: Option<PathBuf>, args: SshArgs) -> anyhow::Result<i32> {
         let status = session.attach(command.as_deref(), tty).await;
         session.close().await;
         status
-    })?;
-    Ok(status as i32)
+    });
+    // A read of a terminal stdin may still be blocked in tokio's blocking
+    // pool; don't wait for it.
+    runtime.shutdown_background();
+    Ok(status? as i32)
 }
 
 pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
@@ -588,8 +591,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
         let status = session.attach(Some(&command), false).await;
         session.close().await;
         status
-    })?;
-    Ok(status as i32)
+    });
+    runtime.shutdown_background();
+    Ok(status? as i32)
 }
 
 pub fn halt(state_dir: Option<PathBuf>, args: HaltArgs) -> anyhow::Result<i32> {

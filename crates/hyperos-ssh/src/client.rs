@@ -138,6 +138,7 @@ impl Session {
                 ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
                 ChannelMsg::ExtendedData { data, .. } => out.stderr.extend_from_slice(&data),
                 ChannelMsg::ExitStatus { exit_status } => out.status = exit_status,
+                ChannelMsg::Close => break,
                 _ => {}
             }
         }
@@ -203,8 +204,10 @@ impl Session {
                         stderr.flush().await.map_err(SshError::Terminal)?;
                     }
                     Some(ChannelMsg::ExitStatus { exit_status }) => status = exit_status,
+                    // The server closed the channel: nothing more will come,
+                    // even if our stdin (a terminal) is still open.
+                    Some(ChannelMsg::Close) | None => break,
                     Some(_) => {}
-                    None => break,
                 },
             }
         }
