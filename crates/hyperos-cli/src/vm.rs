@@ -270,6 +270,7 @@ struct BootedJson<'a> {
     ssh_port: u16,
     pid: Option<u32>,
     accel: &'a str,
+    host_key_fingerprint: Option<String>,
 }
 
 pub fn boot(state_dir: Option<PathBuf>, args: BootArgs) -> anyhow::Result<i32> {
@@ -341,6 +342,7 @@ pub fn boot(state_dir: Option<PathBuf>, args: BootArgs) -> anyhow::Result<i32> {
             ssh_port,
             pid: booted.status.qemu_pid(),
             accel,
+            host_key_fingerprint: host_fingerprint(&booted.status),
         })?;
     } else {
         let took = booted
@@ -362,6 +364,9 @@ pub fn boot(state_dir: Option<PathBuf>, args: BootArgs) -> anyhow::Result<i32> {
                 .qemu_pid()
                 .map_or("-".into(), |p| p.to_string())
         );
+        if let Some(fp) = host_fingerprint(&booted.status) {
+            println!("  host key  {fp} (pinned)");
+        }
         let name_arg = if booted.spec.name == DEFAULT_NAME {
             String::new()
         } else {
@@ -370,6 +375,15 @@ pub fn boot(state_dir: Option<PathBuf>, args: BootArgs) -> anyhow::Result<i32> {
         println!("Log in with `hyperos ssh{name_arg}`; stop it with `hyperos halt{name_arg}`.");
     }
     Ok(0)
+}
+
+/// The fingerprint of the SSH host key the guest reported.
+fn host_fingerprint(status: &Status) -> Option<String> {
+    status
+        .record
+        .as_ref()
+        .and_then(|r| r.host_key.as_deref())
+        .and_then(hyperos_ssh::keys::fingerprint_of)
 }
 
 fn parse_size(text: &str) -> anyhow::Result<u64> {
@@ -426,6 +440,7 @@ struct StatusJson<'a> {
     accel: Option<&'a str>,
     since_ms: Option<u64>,
     error: Option<&'a str>,
+    host_key_fingerprint: Option<String>,
     stale: bool,
 }
 
@@ -446,6 +461,7 @@ fn status_json<'a>(spec: &'a InstanceSpec, status: &'a Status) -> StatusJson<'a>
         error: record
             .and_then(|r| r.error.as_deref())
             .filter(|_| status.phase == Phase::Failed),
+        host_key_fingerprint: host_fingerprint(status).filter(|_| status.phase.is_live()),
         stale: status.stale,
     }
 }

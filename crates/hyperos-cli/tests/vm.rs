@@ -18,6 +18,19 @@ fn boot_login_run_and_halt() {
     let pid = booted["pid"].as_u64().unwrap();
     assert!(pid_alive(pid));
 
+    // The pinned host key's fingerprint is OpenSSH's.
+    let keygen = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(env.instance_dir("main").join("known_hosts"))
+        .output()
+        .unwrap();
+    let fingerprint = booted["host_key_fingerprint"].as_str().unwrap();
+    assert!(
+        text(&keygen.stdout).contains(fingerprint),
+        "{} vs {fingerprint}",
+        text(&keygen.stdout)
+    );
+
     // Real SSH with the user's key and the pinned host key.
     assert_eq!(
         env.ok(&["run", "--name", "main", "hostname"]).trim(),

@@ -68,6 +68,14 @@ impl UserKey {
     }
 }
 
+/// The SHA256 fingerprint (as OpenSSH prints it) of a public key line,
+/// `None` if it does not parse.
+pub fn fingerprint_of(openssh: &str) -> Option<String> {
+    russh::keys::PublicKey::from_openssh(openssh.trim())
+        .ok()
+        .map(|k| k.fingerprint(Default::default()).to_string())
+}
+
 /// What `init` did.
 #[derive(Debug)]
 pub struct InitOutcome {
@@ -290,6 +298,16 @@ mod tests {
         let forced = init(tmp.path(), true).unwrap();
         assert_ne!(forced.key.public_openssh(), out.key.public_openssh());
         assert_eq!(public_key(tmp.path()).unwrap(), forced.key.public_openssh());
+    }
+
+    #[test]
+    fn fingerprints_like_openssh() {
+        // The end-to-end tests compare with `ssh-keygen -lf` on a real guest key.
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb7bnFz0lqCSsT6r6uMTAj9Njhq8zW0Vv1t5uyyEm8n";
+        let fp = fingerprint_of(key).unwrap();
+        assert!(fp.starts_with("SHA256:"), "{fp}");
+        assert_eq!(fingerprint_of("garbage"), None);
     }
 
     #[test]
