@@ -10,6 +10,7 @@ use crate::VmError;
 use crate::accel::{self, Accel};
 use crate::instance::{self, InstanceSpec, NetMode};
 use crate::paths::{InstanceDir, StateDir, create_private_dir, write_atomic};
+use crate::state::write_json;
 use crate::state::{Phase, Status};
 use crate::watch::InstanceWatch;
 
@@ -333,19 +334,7 @@ pub fn console_tail(dir: &InstanceDir, lines: usize) -> String {
 }
 
 fn read_spec(dir: &InstanceDir) -> Result<InstanceSpec, VmError> {
-    let bytes = std::fs::read(dir.spec()).map_err(VmError::io("read", dir.spec()))?;
-    serde_json::from_slice(&bytes).map_err(|source| VmError::CorruptState {
-        path: dir.spec(),
-        source,
-    })
-}
-
-fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<(), VmError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| VmError::CorruptState {
-        path: path.to_owned(),
-        source,
-    })?;
-    write_atomic(path, &bytes)
+    crate::state::read_json(&dir.spec())?.ok_or_else(|| VmError::UnknownInstance(dir.name()))
 }
 
 fn absolute(path: &std::path::Path) -> PathBuf {

@@ -253,7 +253,7 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, VmError> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, VmError> {
     match std::fs::read(path) {
         Ok(bytes) => {
             serde_json::from_slice(&bytes)
@@ -268,7 +268,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, VmE
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), VmError> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), VmError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| VmError::CorruptState {
         path: path.to_owned(),
         source,
