@@ -99,7 +99,10 @@ pub fn mount_data_disk() -> Result<Option<PathBuf>> {
 fn format(device: &Path) -> Result<()> {
     say!("formatting the blank data disk {}", device.display());
     let status = command("mkfs.ext4")
-        .args(["-q", "-F", "-L", DATA_DISK_SERIAL])
+        // A 16 MiB journal instead of the default 64 MiB, and no zeroing of a
+        // disk that is blank anyway: the sparse file stays small on the host.
+        .args(["-q", "-F", "-L", DATA_DISK_SERIAL, "-J", "size=16"])
+        .args(["-E", "lazy_itable_init=1,lazy_journal_init=1"])
         .arg(device)
         .status()
         .context(|| "could not run mkfs.ext4".to_owned())?;

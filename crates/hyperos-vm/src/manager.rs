@@ -342,12 +342,15 @@ fn absolute(path: &std::path::Path) -> PathBuf {
 }
 
 fn ensure_sparse_disk(path: &std::path::Path, bytes: u64) -> Result<(), VmError> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(VmError::io("create", path))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        // The guest's data (container layers later) is the user's alone.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(path).map_err(VmError::io("create", path))?;
     let len = file.metadata().map_err(VmError::io("inspect", path))?.len();
     if len < bytes {
         file.set_len(bytes).map_err(VmError::io("size", path))?;
