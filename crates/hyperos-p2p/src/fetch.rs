@@ -1,0 +1,607 @@
+//! Opening an archive from peers and reading verified byte ranges of it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyperos_archive::{
+    ArchiveLink, BlobHash, ChunkError, ChunkIndex, ChunkLayout, LastSeen, Manifest, ManifestError,
+    SignedManifest,
+};
+use iroh::endpoint::Connection;
+use iroh::{EndpointAddr, EndpointId};
+use iroh_blobs::api::remote::GetProgress;
+use iroh_blobs::protocol::{ChunkRanges, ChunkRangesExt, GetRequest};
+use tokio::task::JoinSet;
+use tracing::{debug, info, instrument, warn};
+
+use crate::node::{Inner, Node, NodeError, archive_tag, iroh_hash, lock, now_unix, store_err};
+use crate::progress::Counters;
+use crate::ticket::PeerTicket;
+use crate::wire::{self, ManifestRequest, ManifestResponse};
+
+/// How many range requests one read keeps in flight.
+const MAX_PARALLEL: usize = 16;
+
+/// Errors opening or reading an archive.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// A node or store operation failed.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// No peer and no local copy had a manifest that verified.
+    #[error(
+        "no peer had a valid manifest of archive {archive} (tried {tried}; last problem: {last}); check the key and the peer tickets"
+    )]
+    NoManifest {
+        archive: hyperos_archive::ArchiveKey,
+        tried: usize,
+        last: String,
+    },
+    /// A peer sent a manifest that did not verify.
+    #[error("peer {peer} sent a manifest that was refused: {source}")]
+    BadManifest {
+        peer: EndpointId,
+        #[source]
+        source: ManifestError,
+    },
+    /// The version the link asks for is not the one peers have.
+    #[error(
+        "the link asks for version {wanted}, but the newest verified version is {found}; open the latest version (dat://<key>) or find a peer that has version {wanted}"
+    )]
+    VersionUnavailable { wanted: u64, found: u64 },
+    /// The chunk index or a range is wrong.
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    /// No peer is left to ask (none given, or all dropped for bad data).
+    #[error(
+        "no peer is left to fetch from; give a peer ticket (--peer) of a node that has the archive"
+    )]
+    NoPeers,
+    /// The read did not complete within the deadline.
+    #[error(
+        "reading {len} bytes at offset {offset} did not complete within {deadline:?}: no peer delivered the data; check the network and the peers"
+    )]
+    Timeout {
+        offset: u64,
+        len: u64,
+        deadline: Duration,
+    },
+}
+
+/// One peer as an archive sees it.
+#[derive(Debug, Clone)]
+struct Peer {
+    addr: EndpointAddr,
+}
+
+/// An open archive: a verified manifest and chunk index, and the peers to
+/// fetch from. Reads are verified before they return.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    inner: Arc<Inner>,
+    manifest: Arc<Manifest>,
+    signed: SignedManifest,
+    layout: ChunkLayout,
+    index: Arc<ChunkIndex>,
+    peers: Arc<Mutex<Vec<Peer>>>,
+    /// Peers that just failed, and until when to prefer the others.
+    resting: Arc<Mutex<HashMap<EndpointId, Instant>>>,
+    deadline: Duration,
+}
+
+impl Node {
+    /// Opens an archive: asks every peer for its manifest, verifies each
+    /// against the key and the persisted last-seen version (refusing older
+    /// versions, also after a restart), takes the newest, then gets and
+    /// verifies the chunk index. With no peer answering, a manifest kept from
+    /// an earlier session is used if it still verifies, so a warm cache reads
+    /// with no network.
+    #[instrument(skip_all, fields(archive = %link.key))]
+    pub async fn open(
+        &self,
+        link: ArchiveLink,
+        peers: &[PeerTicket],
+    ) -> Result<Archive, FetchError> {
+        let inner = self.inner.clone();
+        let key = link.key;
+        let topic = key.discovery_topic();
+        let last_seen = inner.state.seen(&topic).map_err(NodeError::from)?;
+        let min_version = link
+            .version
+            .unwrap_or(0)
+            .max(last_seen.map_or(0, |s| s.version));
+        let now = now_unix()?;
+
+        let mut good: Vec<Peer> = Vec::new();
+        let mut best: Option<(SignedManifest, Manifest)> = None;
+        let mut last_problem = String::from("no peer given");
+        let consider = |signed: SignedManifest,
+                        best: &mut Option<(SignedManifest, Manifest)>,
+                        seen: Option<LastSeen>|
+         -> Result<(), ManifestError> {
+            let manifest = signed.verify(&key, now, seen)?;
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| b.version < manifest.version)
+            {
+                *best = Some((signed, manifest));
+            }
+            Ok(())
+        };
+        let mut asks = JoinSet::new();
+        for peer in peers {
+            let inner = inner.clone();
+            let addr = peer.endpoint_addr();
+            let request = ManifestRequest {
+                topic: *topic.as_bytes(),
+                min_version,
+            };
+            asks.spawn(async move {
+                let answer =
+                    tokio::time::timeout(inner.deadline, ask_manifest(&inner, &addr, request))
+                        .await;
+                (addr, answer)
+            });
+        }
+        while let Some(joined) = asks.join_next().await {
+            let Ok((addr, answer)) = joined else { continue };
+            match answer {
+                Ok(Ok(ManifestResponse::Found(signed))) => {
+                    match consider(signed, &mut best, last_seen) {
+                        Ok(()) => good.push(Peer { addr }),
+                        Err(source) => {
+                            let e = FetchError::BadManifest {
+                                peer: addr.id,
+                                source,
+                            };
+                            warn!("{e}");
+                            last_problem = e.to_string();
+                        }
+                    }
+                }
+                Ok(Ok(ManifestResponse::None)) => {
+                    // Has no (new enough) manifest, but may still hold chunks.
+                    good.push(Peer { addr });
+                }
+                Ok(Err(e)) => {
+                    debug!(peer = %addr.id, "manifest request failed: {e}");
+                    last_problem = format!("peer {}: {e}", addr.id);
+                    good.push(Peer { addr });
+                }
+                Err(_) => {
+                    last_problem = format!("peer {} did not answer in time", addr.id);
+                    good.push(Peer { addr });
+                }
+            }
+        }
+        if best.is_none()
+            && let Some(bytes) = inner.state.manifest(&topic).map_err(NodeError::from)?
+            && let Ok(signed) = SignedManifest::decode(&bytes)
+            && let Err(e) = consider(signed, &mut best, last_seen)
+        {
+            last_problem = format!("the kept manifest: {e}");
+        }
+        let Some((signed, manifest)) = best else {
+            return Err(FetchError::NoManifest {
+                archive: key,
+                tried: peers.len(),
+                last: last_problem,
+            });
+        };
+        if let Some(wanted) = link.version
+            && wanted != manifest.version
+        {
+            return Err(FetchError::VersionUnavailable {
+                wanted,
+                found: manifest.version,
+            });
+        }
+        let seen = signed.last_seen(&manifest);
+        if last_seen != Some(seen) {
+            inner
+                .state
+                .set_seen(&topic, seen)
+                .map_err(NodeError::from)?;
+        }
+        inner
+            .state
+            .set_manifest(&topic, &signed.encode())
+            .map_err(NodeError::from)?;
+        inner.serve(signed.clone(), &manifest);
+        Counters::add(&inner.counters.peers_known, good.len() as u64);
+
+        let layout = manifest.layout()?;
+        let archive = Archive {
+            inner: inner.clone(),
+            manifest: Arc::new(manifest),
+            signed,
+            layout,
+            index: Arc::new(ChunkIndex::default()),
+            peers: Arc::new(Mutex::new(good)),
+            resting: Arc::default(),
+            deadline: inner.deadline,
+        };
+        let index = tokio::time::timeout(archive.deadline, archive.fetch_index())
+            .await
+            .map_err(|_| FetchError::Timeout {
+                offset: 0,
+                len: 0,
+                deadline: archive.deadline,
+            })??;
+        inner
+            .store
+            .tags()
+            .set(
+                archive_tag(&key),
+                iroh_blobs::HashAndFormat::hash_seq(iroh_hash(&archive.manifest.root_hash)),
+            )
+            .await
+            .map_err(|e| store_err("tag the archive", e))?;
+        info!(
+            version = archive.manifest.version,
+            chunks = index.len(),
+            "archive open"
+        );
+        Ok(Archive {
+            index: Arc::new(index),
+            ..archive
+        })
+    }
+}
+
+/// Asks one peer for the latest manifest over the HyperOS archive protocol.
+async fn ask_manifest(
+    inner: &Inner,
+    addr: &EndpointAddr,
+    request: ManifestRequest,
+) -> Result<ManifestResponse, String> {
+    Counters::add(&inner.counters.requests, 1);
+    let conn = inner
+        .endpoint
+        .connect(addr.clone(), wire::ALPN)
+        .await
+        .map_err(|e| format!("could not connect: {e}"))?;
+    let result = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(&request.encode())
+            .await
+            .map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        let bytes = recv
+            .read_to_end(wire::MAX_RESPONSE_LEN)
+            .await
+            .map_err(|e| e.to_string())?;
+        ManifestResponse::decode(&bytes).map_err(|e| e.to_string())
+    }
+    .await;
+    conn.close(0u32.into(), b"done");
+    if result.is_err() {
+        Counters::add(&inner.counters.failed_requests, 1);
+    }
+    result
+}
+
+/// What happened to one range request.
+enum Attempt {
+    Done(u64),
+    /// The peer could not be reached or did not have the data.
+    Failed(String),
+    /// The peer sent data that failed verification: drop it.
+    BadData(String),
+}
+
+impl Archive {
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The signed manifest (to relay to other peers).
+    pub fn signed_manifest(&self) -> &SignedManifest {
+        &self.signed
+    }
+
+    /// The verified chunk index.
+    pub fn index(&self) -> &ChunkIndex {
+        &self.index
+    }
+
+    /// How many peers are left (peers that sent bad data are dropped).
+    pub fn peer_count(&self) -> usize {
+        lock(&self.peers).len()
+    }
+
+    /// Adds a peer to fetch from.
+    pub fn add_peer(&self, peer: &PeerTicket) {
+        let mut peers = lock(&self.peers);
+        if !peers.iter().any(|p| p.addr.id == peer.id) {
+            peers.push(Peer {
+                addr: peer.endpoint_addr(),
+            });
+            Counters::add(&self.inner.counters.peers_known, 1);
+        }
+    }
+
+    async fn fetch_index(&self) -> Result<ChunkIndex, FetchError> {
+        let root = self.manifest.root_hash;
+        let len = self.layout.chunk_count() * 32;
+        if len > 0 {
+            self.ensure_local(root, 0..len, 0).await?;
+        }
+        let bytes = self
+            .inner
+            .store
+            .blobs()
+            .export_ranges(iroh_hash(&root), 0..len)
+            .concatenate()
+            .await
+            .map_err(|e| store_err("read the chunk index", e))?;
+        Ok(ChunkIndex::decode_verified(&bytes, &self.layout, &root)?)
+    }
+
+    /// Reads `len` bytes at `offset` of the image (clipped to its end):
+    /// fetches only the granules not yet in the store, from several peers at
+    /// once, verifies them against the chunk hashes before anything is
+    /// returned, and fails with [`FetchError::Timeout`] after the deadline.
+    #[instrument(skip(self), fields(archive = %self.manifest.archive))]
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, FetchError> {
+        let end = offset.saturating_add(len).min(self.layout.image_len());
+        let start = offset.min(end);
+        tokio::time::timeout(self.deadline, self.read_range(start, end))
+            .await
+            .map_err(|_| FetchError::Timeout {
+                offset,
+                len,
+                deadline: self.deadline,
+            })?
+    }
+
+    async fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, FetchError> {
+        let spans = self.layout.spans(start..end)?;
+        let granularity = u64::from(self.layout.chunking().fetch_granularity);
+        let mut jobs = JoinSet::new();
+        let mut job = 0usize;
+        let mut cached = 0u64;
+        for span in &spans {
+            let hash = self.chunk_hash(span.chunk)?;
+            let have = self.local_ranges(hash).await?;
+            let granules = span.granules(self.layout.chunking().fetch_granularity);
+            let mut at = granules.start;
+            while at < granules.end {
+                let g = at..(at + granularity).min(granules.end);
+                if have.is_superset(&ChunkRanges::bytes(g.clone())) {
+                    let used =
+                        g.end.min(span.range_in_chunk.end) - g.start.max(span.range_in_chunk.start);
+                    cached += used;
+                } else {
+                    if jobs.len() >= MAX_PARALLEL
+                        && let Some(done) = jobs.join_next().await
+                    {
+                        flatten(done)?;
+                    }
+                    let this = self.clone();
+                    let first_peer = job;
+                    jobs.spawn(async move { this.ensure_local(hash, g, first_peer).await });
+                    job += 1;
+                }
+                at += granularity;
+            }
+        }
+        while let Some(done) = jobs.join_next().await {
+            flatten(done)?;
+        }
+        Counters::add(&self.inner.counters.bytes_from_cache, cached);
+        let mut out = Vec::with_capacity((end - start) as usize);
+        for span in spans {
+            let hash = self.chunk_hash(span.chunk)?;
+            let bytes = self
+                .inner
+                .store
+                .blobs()
+                .export_ranges(iroh_hash(&hash), span.range_in_chunk.clone())
+                .concatenate()
+                .await
+                .map_err(|e| store_err("read a chunk", e))?;
+            out.extend_from_slice(&bytes);
+        }
+        Ok(out)
+    }
+
+    fn chunk_hash(&self, chunk: u64) -> Result<BlobHash, FetchError> {
+        self.index
+            .get(chunk)
+            .ok_or(FetchError::Chunk(ChunkError::OutOfRange {
+                start: chunk,
+                end: chunk,
+                image_len: self.layout.image_len(),
+            }))
+    }
+
+    async fn local_ranges(&self, hash: BlobHash) -> Result<ChunkRanges, FetchError> {
+        let bitfield = self
+            .inner
+            .store
+            .blobs()
+            .observe(iroh_hash(&hash))
+            .await
+            .map_err(|e| store_err("look up a chunk", e))?;
+        Ok(bitfield.ranges)
+    }
+
+    /// Makes `range` of blob `hash` local: asks the peers in turn, starting
+    /// with peer `first_peer` (so parallel requests spread over the peers),
+    /// dropping peers that send bad data, and going round again after a
+    /// pause until it succeeds (the caller's deadline ends it).
+    async fn ensure_local(
+        &self,
+        hash: BlobHash,
+        range: std::ops::Range<u64>,
+        first_peer: usize,
+    ) -> Result<(), FetchError> {
+        let wanted = ChunkRanges::bytes(range.clone());
+        let mut pause = Duration::from_millis(50);
+        loop {
+            if self.local_ranges(hash).await?.is_superset(&wanted) {
+                return Ok(());
+            }
+            let peers = self.peers_in_turn(first_peer);
+            if peers.is_empty() {
+                return Err(FetchError::NoPeers);
+            }
+            for peer in &peers {
+                let attempt = tokio::time::timeout(
+                    self.attempt_timeout(),
+                    self.attempt(peer, hash, wanted.clone()),
+                )
+                .await
+                .unwrap_or_else(|_| Attempt::Failed("no answer in time".into()));
+                match attempt {
+                    Attempt::Done(bytes) => {
+                        Counters::add(&self.inner.counters.bytes_fetched, bytes);
+                        if self.local_ranges(hash).await?.is_superset(&wanted) {
+                            return Ok(());
+                        }
+                        debug!(peer = %peer.addr.id, %hash, "peer does not have the range");
+                        self.rest(peer, pause);
+                    }
+                    Attempt::Failed(e) => {
+                        Counters::add(&self.inner.counters.failed_requests, 1);
+                        debug!(peer = %peer.addr.id, %hash, "range request failed: {e}");
+                        lock(&self.inner.connections).remove(&peer.addr.id);
+                        self.rest(peer, Duration::from_secs(2));
+                    }
+                    Attempt::BadData(e) => {
+                        Counters::add(&self.inner.counters.failed_requests, 1);
+                        warn!(peer = %peer.addr.id, %hash, "dropping a peer that sent data failing verification: {e}");
+                        lock(&self.inner.connections).remove(&peer.addr.id);
+                        lock(&self.peers).retain(|p| p.addr.id != peer.addr.id);
+                    }
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// The peers to try, starting at `first` (so parallel requests spread
+    /// over the peers), with peers that just failed moved to the end.
+    fn peers_in_turn(&self, first: usize) -> Vec<Peer> {
+        let peers = lock(&self.peers).clone();
+        if peers.is_empty() {
+            return peers;
+        }
+        let now = Instant::now();
+        let mut resting = lock(&self.resting);
+        resting.retain(|_, until| *until > now);
+        let (mut ready, tired): (Vec<Peer>, Vec<Peer>) = (0..peers.len())
+            .map(|i| peers[(first + i) % peers.len()].clone())
+            .partition(|p| !resting.contains_key(&p.addr.id));
+        ready.extend(tired);
+        ready
+    }
+
+    fn rest(&self, peer: &Peer, time: Duration) {
+        lock(&self.resting).insert(peer.addr.id, Instant::now() + time);
+    }
+
+    /// How long one attempt at one peer may take before the next peer is
+    /// tried: a quarter of the deadline, at least half a second.
+    fn attempt_timeout(&self) -> Duration {
+        (self.deadline / 4).max(Duration::from_millis(500))
+    }
+
+    async fn connection(&self, peer: &Peer) -> Result<Connection, String> {
+        if let Some(conn) = lock(&self.inner.connections).get(&peer.addr.id)
+            && conn.close_reason().is_none()
+        {
+            return Ok(conn.clone());
+        }
+        let conn = self
+            .inner
+            .endpoint
+            .connect(peer.addr.clone(), iroh_blobs::ALPN)
+            .await
+            .map_err(|e| format!("could not connect: {e}"))?;
+        lock(&self.inner.connections).insert(peer.addr.id, conn.clone());
+        Ok(conn)
+    }
+
+    async fn attempt(&self, peer: &Peer, hash: BlobHash, ranges: ChunkRanges) -> Attempt {
+        Counters::add(&self.inner.counters.requests, 1);
+        let conn = match self.connection(peer).await {
+            Ok(conn) => conn,
+            Err(e) => return Attempt::Failed(e),
+        };
+        let request = GetRequest::blob_ranges(iroh_hash(&hash), ranges);
+        let progress: GetProgress = self.inner.store.remote().execute_get(conn, request);
+        match progress.complete().await {
+            Ok(stats) => Attempt::Done(stats.payload_bytes_read),
+            Err(e) => {
+                let text = format!("{e:#}");
+                if is_verification_failure(&e) {
+                    Attempt::BadData(text)
+                } else {
+                    Attempt::Failed(text)
+                }
+            }
+        }
+    }
+
+    /// Fetches every chunk not yet in the store (for `seed`), from several
+    /// peers at once, with the deadline applied to each chunk. The node
+    /// serves what it has all along.
+    #[instrument(skip(self), fields(archive = %self.manifest.archive))]
+    pub async fn fetch_all(&self) -> Result<(), FetchError> {
+        let mut distinct: Vec<(BlobHash, u64)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for chunk in 0..self.layout.chunk_count() {
+            let hash = self.chunk_hash(chunk)?;
+            if seen.insert(hash) {
+                let len = self.layout.chunk_len(chunk).unwrap_or(0);
+                distinct.push((hash, len));
+            }
+        }
+        let mut jobs = JoinSet::new();
+        for (n, (hash, len)) in distinct.into_iter().enumerate() {
+            if jobs.len() >= MAX_PARALLEL
+                && let Some(done) = jobs.join_next().await
+            {
+                flatten(done)?;
+            }
+            let this = self.clone();
+            jobs.spawn(async move {
+                tokio::time::timeout(this.deadline, this.ensure_local(hash, 0..len, n))
+                    .await
+                    .map_err(|_| FetchError::Timeout {
+                        offset: 0,
+                        len,
+                        deadline: this.deadline,
+                    })?
+            });
+        }
+        while let Some(done) = jobs.join_next().await {
+            flatten(done)?;
+        }
+        Ok(())
+    }
+}
+
+fn flatten(
+    joined: Result<Result<(), FetchError>, tokio::task::JoinError>,
+) -> Result<(), FetchError> {
+    joined.map_err(|e| FetchError::Node(store_err("run a fetch task", e)))?
+}
+
+/// Whether a get failed because the peer's data did not verify (as opposed
+/// to the peer being unreachable or lacking the data).
+fn is_verification_failure(e: &iroh_blobs::get::GetError) -> bool {
+    use iroh_blobs::get::fsm::DecodeError;
+    matches!(
+        e,
+        iroh_blobs::get::GetError::Decode {
+            source: DecodeError::LeafHashMismatch { .. } | DecodeError::ParentHashMismatch { .. },
+            ..
+        }
+    )
+}
