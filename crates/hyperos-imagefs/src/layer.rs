@@ -482,7 +482,7 @@ mod platform {
                         .device_minor()
                         .map_err(LayerError::Read)?
                         .unwrap_or(0);
-                    libc::makedev(major, minor)
+                    libc::makedev(major as _, minor as _)
                 };
                 mknod(&path, file_type | 0o600, dev).map_err(write_err("create the node", rel))?;
             }
