@@ -2,6 +2,7 @@
 //!
 //! `main` only parses and dispatches; the work is in the library crates.
 
+mod archive;
 mod image;
 mod output;
 mod vm;
@@ -56,6 +57,12 @@ enum Command {
     Rm(vm::RmArgs),
     /// Print an OpenSSH config snippet for an instance.
     SshConfig(vm::SshConfigArgs),
+    /// Publish an image, directory or OCI archive under a key and serve it.
+    Share(archive::ShareArgs),
+    /// Mount a `dat://` archive lazily: only what is read is fetched.
+    Mount(archive::MountArgs),
+    /// Unmount what `hyperos mount` mounted.
+    Unmount(archive::UnmountArgs),
     /// Run an instance's supervisor (started by `boot`).
     #[command(name = "__supervise", hide = true)]
     Supervise(vm::SuperviseArgs),
@@ -79,6 +86,9 @@ fn main() {
         Command::Logs(args) => vm::logs(cli.state_dir, args),
         Command::Rm(args) => vm::rm(cli.state_dir, args),
         Command::SshConfig(args) => vm::ssh_config(cli.state_dir, args),
+        Command::Share(args) => archive::share(cli.state_dir, args),
+        Command::Mount(args) => archive::mount(cli.state_dir, args),
+        Command::Unmount(args) => archive::unmount(cli.state_dir, args),
         Command::Supervise(args) => vm::supervise(cli.state_dir, args),
     };
     match result {

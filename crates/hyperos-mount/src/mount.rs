@@ -105,8 +105,14 @@ pub fn mount_image<S: ImageSource>(
         stats,
         fs_mounted: false,
     };
+    // ext4 would replay its journal even read-only; `noload` stops that.
+    let options = if fs_type == "ext4" {
+        "ro,loop,nodev,noload"
+    } else {
+        "ro,loop,nodev"
+    };
     let out = Command::new("mount")
-        .args(["-t", fs_type, "-o", "ro,loop,nodev"])
+        .args(["-t", fs_type, "-o", options])
         .arg(mounted.image_file())
         .arg(dir)
         .output()

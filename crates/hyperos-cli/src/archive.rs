@@ -1,0 +1,401 @@
+//! The archive commands: `share`, `mount`, `unmount`.
+//!
+//! `share` publishes an image (or a directory or OCI archive, turned into
+//! one) under an archive key and serves it until stopped; `mount` opens a
+//! `dat://` link from peers and mounts it lazily; `unmount` stops a mount,
+//! also one whose process was killed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hyperos_archive::{ArchiveLink, ArchiveSecret};
+use hyperos_mount::{ImageSource, ReadError};
+use hyperos_p2p::{Archive, FetchError, Node, NodeConfig, PeerTicket, PublishOptions};
+use hyperos_vm::StateDir;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, clap::Args)]
+pub struct ShareArgs {
+    /// A filesystem image (ext4, EROFS, squashfs), a directory, or an OCI or
+    /// Docker image archive.
+    path: PathBuf,
+    /// Publish the next version of this archive (its key, `dat://…` or hex).
+    #[arg(long, value_name = "KEY")]
+    update: Option<String>,
+    /// The UDP address to listen on (default: any, a random port).
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<SocketAddr>,
+    /// Print the link and ticket as one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MountArgs {
+    /// The archive: `dat://<key>` or `dat://<key>+<version>`.
+    link: String,
+    /// Where to mount the filesystem inside the image (an empty directory).
+    dir: PathBuf,
+    /// A peer to fetch from (its ticket, as `hyperos share` prints it).
+    #[arg(long = "peer", value_name = "TICKET")]
+    peers: Vec<String>,
+    /// Keep nothing of the image on disk.
+    #[arg(long)]
+    ram: bool,
+    /// Seconds a read may wait for peers before it fails with EIO.
+    #[arg(long, default_value_t = 30)]
+    deadline: u64,
+    /// The UDP address to listen on (default: any, a random port).
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<SocketAddr>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnmountArgs {
+    /// The directory given to `hyperos mount`.
+    dir: PathBuf,
+}
+
+/// What `mount` records so `unmount` finds it.
+#[derive(Debug, Serialize, Deserialize)]
+struct MountRecord {
+    dir: PathBuf,
+    fuse_dir: PathBuf,
+    pid: u32,
+    link: String,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn secrets_dir(state: &StateDir) -> PathBuf {
+    state.root().join("archives")
+}
+
+/// Loads the secret of an archive this user publishes.
+fn load_secret(state: &StateDir, key: &str) -> anyhow::Result<ArchiveSecret> {
+    let key = key.trim();
+    let hex = key
+        .strip_prefix("dat://")
+        .map(|k| k.split('+').next().unwrap_or(k).trim_end_matches('/'))
+        .unwrap_or(key)
+        .to_ascii_lowercase();
+    let public: hyperos_archive::ArchiveKey = hex
+        .parse()
+        .with_context(|| format!("{key:?} is not an archive key"))?;
+    let path = secrets_dir(state).join(format!("{}.secret", public.to_hex()));
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "you don't hold the secret of {public} (no {}): only its publisher can update it",
+            path.display()
+        )
+    })?;
+    Ok(ArchiveSecret::from_hex(text.trim())?)
+}
+
+/// Creates a new archive secret, kept in a 0600 file.
+fn new_secret(state: &StateDir) -> anyhow::Result<ArchiveSecret> {
+    let secret = ArchiveSecret::generate()?;
+    let dir = secrets_dir(state);
+    hyperos_vm::paths::create_private_dir(&dir)?;
+    let path = dir.join(format!("{}.secret", secret.public().to_hex()));
+    write_private(&path, secret.to_hex().as_bytes())?;
+    Ok(secret)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct SharedJson {
+    key: String,
+    link: String,
+    version: u64,
+    fs_type: &'static str,
+    image_len: u64,
+    ticket: String,
+}
+
+pub fn share(state_dir: Option<PathBuf>, args: ShareArgs) -> anyhow::Result<i32> {
+    let state = StateDir::resolve(state_dir)?;
+    let secret = match &args.update {
+        Some(key) => load_secret(&state, key)?,
+        None => new_secret(&state)?,
+    };
+    let work = state.root().join("share-work");
+    std::fs::create_dir_all(&work)?;
+    let prepared = hyperos_imagefs::prepare(&args.path, &work)?;
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let mut config = NodeConfig::new(state.root().join("p2p"));
+        config.bind = args.bind;
+        let node = Node::spawn(config).await?;
+        let mut options = PublishOptions::new(prepared.fs_type);
+        options.oci = prepared.oci.clone();
+        let (signed, link) = node.publish(&prepared.path, &secret, options).await?;
+        if prepared.temporary {
+            let _ = std::fs::remove_file(&prepared.path);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let manifest = signed.verify(&secret.public(), now, None)?;
+        let ticket = node.ticket().await;
+        let key = secret.public();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&SharedJson {
+                    key: key.to_hex(),
+                    link: link.to_string(),
+                    version: manifest.version,
+                    fs_type: manifest.fs_type.name(),
+                    image_len: manifest.image_len,
+                    ticket: ticket.to_string(),
+                })?
+            );
+        } else {
+            println!(
+                "Sharing dat://{key} (version {}, {}, {:.1} MB)",
+                manifest.version,
+                manifest.fs_type.name(),
+                manifest.image_len as f64 / 1e6
+            );
+            println!("  link    {link}");
+            println!("  ticket  {ticket}");
+            println!("Mount it elsewhere: hyperos mount dat://{key} DIR --peer {ticket}");
+            println!("Serving until stopped (Ctrl-C).");
+        }
+        wait_for_stop().await;
+        node.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    runtime.shutdown_background();
+    Ok(0)
+}
+
+/// Reads an open archive for the FUSE layer.
+struct ArchiveSource {
+    archive: Archive,
+    handle: tokio::runtime::Handle,
+}
+
+impl ImageSource for ArchiveSource {
+    fn len(&self) -> u64 {
+        self.archive.manifest().image_len
+    }
+
+    fn read_at(&self, offset: u64, len: u32) -> Result<Vec<u8>, ReadError> {
+        self.handle
+            .block_on(self.archive.read(offset, u64::from(len)))
+            .map_err(|e| match e {
+                FetchError::Timeout { .. } => ReadError::Timeout,
+                other => ReadError::Unavailable(other.to_string()),
+            })
+    }
+}
+
+fn mounts_dir(state: &StateDir) -> PathBuf {
+    state.root().join("mounts")
+}
+
+/// A stable name for a mount point's record.
+fn mount_id(dir: &Path) -> String {
+    dir.to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn mount(_state_dir: Option<PathBuf>, _args: MountArgs) -> anyhow::Result<i32> {
+    bail!(
+        "lazy mounts run on Linux; on this platform use `hyperos run --vm`, which mounts inside the HyperOS VM"
+    )
+}
+
+#[cfg(target_os = "linux")]
+pub fn mount(state_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<i32> {
+    let state = StateDir::resolve(state_dir)?;
+    let link: ArchiveLink = args.link.parse()?;
+    let peers = args
+        .peers
+        .iter()
+        .map(|t| t.parse::<PeerTicket>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let dir = std::path::absolute(&args.dir)?;
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a directory: create an empty directory to mount on",
+            dir.display()
+        );
+    }
+    let record_dir = mounts_dir(&state).join(mount_id(&dir));
+    let fuse_dir = record_dir.join("fuse");
+    std::fs::create_dir_all(&fuse_dir)?;
+    let runtime = runtime()?;
+    let handle = runtime.handle().clone();
+    let result = runtime.block_on(async {
+        let mut config = NodeConfig::new(state.root().join("p2p"));
+        config.bind = args.bind;
+        config.ram = args.ram;
+        config.deadline = Duration::from_secs(args.deadline.max(1));
+        let node = Node::spawn(config).await?;
+        let archive = node.open(link, &peers).await?;
+        let manifest = archive.manifest().clone();
+        let source = Arc::new(ArchiveSource {
+            archive,
+            handle: handle.clone(),
+        });
+        let fs_type = manifest.fs_type.name();
+        let mounted = {
+            let (dir, fuse_dir) = (dir.clone(), fuse_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                hyperos_mount::mount_image(source, fs_type, &fuse_dir, &dir)
+            })
+            .await??
+        };
+        let record = MountRecord {
+            dir: dir.clone(),
+            fuse_dir: fuse_dir.clone(),
+            pid: std::process::id(),
+            link: format!("dat://{}+{}", manifest.archive, manifest.version),
+        };
+        hyperos_vm::paths::write_atomic(
+            &record_dir.join("mount.json"),
+            &serde_json::to_vec(&record)?,
+        )?;
+        println!(
+            "Mounted dat://{}+{} ({}, {:.1} MB, fetched as read) at {}",
+            manifest.archive,
+            manifest.version,
+            fs_type,
+            manifest.image_len as f64 / 1e6,
+            dir.display()
+        );
+        println!(
+            "`hyperos unmount {}` (or Ctrl-C) unmounts it.",
+            dir.display()
+        );
+        wait_for_stop().await;
+        let mut mounted = mounted;
+        let unmounted = tokio::task::spawn_blocking(move || {
+            let r = mounted.unmount();
+            drop(mounted);
+            r
+        })
+        .await?;
+        node.shutdown().await;
+        unmounted?;
+        anyhow::Ok(())
+    });
+    let _ = std::fs::remove_file(record_dir.join("mount.json"));
+    runtime.shutdown_background();
+    result?;
+    Ok(0)
+}
+
+pub fn unmount(state_dir: Option<PathBuf>, args: UnmountArgs) -> anyhow::Result<i32> {
+    let state = StateDir::resolve(state_dir)?;
+    let dir = std::path::absolute(&args.dir)?;
+    let record_dir = mounts_dir(&state).join(mount_id(&dir));
+    let record: MountRecord = match std::fs::read(record_dir.join("mount.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("nothing is mounted at {} by hyperos", dir.display())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if hyperos_vm::state::process_alive(record.pid, "mount") {
+        signal_term(record.pid);
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while hyperos_vm::state::process_alive(record.pid, "mount") {
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "the mount process {} did not stop; is {} still in use?",
+                    record.pid,
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // A mount whose process was killed leaves its mounts behind: detach them.
+    for path in [&record.dir, &record.fuse_dir] {
+        if is_mounted(path) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(path)
+                .status();
+        }
+    }
+    let _ = std::fs::remove_dir_all(&record_dir);
+    println!("Unmounted {}.", dir.display());
+    Ok(0)
+}
+
+fn is_mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
+        })
+        .unwrap_or(false)
+}
+
+fn signal_term(pid: u32) {
+    #[cfg(unix)]
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: sending a signal has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

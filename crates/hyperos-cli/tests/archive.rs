@@ -1,0 +1,258 @@
+//! Share and lazy mount, end to end with real processes, real iroh
+//! connections on loopback, real FUSE and loop mounts: the shared tree
+//! reads back identical, a cut network gives EIO after the deadline (no
+//! hang), a restored peer serves again, unmount works, and a restarted
+//! mount reads everything cached with no peer at all.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, text};
+
+fn hyperos(state: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("HYPEROS_STATE_DIR", state)
+        .env("HYPEROS_KEYSTORE", "file")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    c
+}
+
+/// A running `hyperos` process whose first stdout line has been read.
+struct Running {
+    child: Child,
+    first_line: String,
+}
+
+impl Running {
+    fn start(mut command: Command) -> Running {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(first_line) => Running { child, first_line },
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!("no output from {command:?}: {}", text(&out.stderr));
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        // SIGTERM, as `hyperos unmount` and service managers send.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "process did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tree(dir: &Path) -> PathBuf {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/debian_version"), "12.7\n").unwrap();
+    let big: Vec<u8> = (0..6_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(tree.join("big.bin"), big).unwrap();
+    std::os::unix::fs::symlink("etc/debian_version", tree.join("version")).unwrap();
+    tree
+}
+
+fn mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
+}
+
+fn drop_caches() {
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+}
+
+#[test]
+fn share_mount_cut_restore_unmount_and_warm_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tree(tmp.path());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let port = free_udp_port();
+    let bind = format!("127.0.0.1:{port}");
+
+    let share_cmd = || {
+        let mut c = hyperos(&a);
+        c.arg("share").arg(&tree).args(["--json", "--bind", &bind]);
+        c
+    };
+    let sharer = Running::start(share_cmd());
+    let shared: serde_json::Value = serde_json::from_str(&sharer.first_line).unwrap();
+    let key = shared["key"].as_str().unwrap().to_owned();
+    let ticket = shared["ticket"].as_str().unwrap().to_owned();
+    assert_eq!(shared["fs_type"], "erofs");
+    assert_eq!(shared["version"], 1);
+    let secret = a.join(format!("archives/{key}.secret"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let mount_cmd = |peers: bool| {
+        let mut c = hyperos(&b);
+        c.arg("mount").arg(format!("dat://{key}")).arg(&mnt).args([
+            "--deadline",
+            "3",
+            "--bind",
+            "127.0.0.1:0",
+        ]);
+        if peers {
+            c.args(["--peer", &ticket]);
+        }
+        c
+    };
+    let mount = Running::start(mount_cmd(true));
+    assert!(
+        mount.first_line.starts_with("Mounted dat://"),
+        "{}",
+        mount.first_line
+    );
+    assert!(mounted(&mnt));
+
+    // A small file reads right; then the peer goes away.
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/debian_version")).unwrap(),
+        "12.7\n"
+    );
+    assert_eq!(
+        std::fs::read_link(mnt.join("version")).unwrap(),
+        Path::new("etc/debian_version")
+    );
+    sharer.stop();
+
+    // Cut: what was read still reads; an uncached read fails with EIO after
+    // the deadline instead of hanging.
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/debian_version")).unwrap(),
+        "12.7\n"
+    );
+    let started = Instant::now();
+    let err = std::fs::read(mnt.join("big.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(5), "EIO: {err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // The peer is back (same node key, same port): reads succeed again and
+    // every byte matches the original.
+    let sharer = Running::start(share_cmd());
+    drop_caches();
+    let big = std::fs::read(mnt.join("big.bin")).unwrap();
+    assert!(
+        big == std::fs::read(tree.join("big.bin")).unwrap(),
+        "big.bin differs"
+    );
+
+    // Unmount: the mount process exits and nothing stays mounted.
+    let out = hyperos(&b).arg("unmount").arg(&mnt).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!mounted(&mnt));
+    drop(mount);
+    sharer.stop();
+
+    // A restarted mount with no peer at all reads everything it cached.
+    let mount = Running::start(mount_cmd(false));
+    assert!(
+        mount.first_line.starts_with("Mounted dat://"),
+        "{}",
+        mount.first_line
+    );
+    drop_caches();
+    assert!(
+        std::fs::read(mnt.join("big.bin")).unwrap() == std::fs::read(tree.join("big.bin")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/debian_version")).unwrap(),
+        "12.7\n"
+    );
+    mount.stop();
+    assert!(!mounted(&mnt));
+}
+
+#[test]
+fn bad_links_and_paths_get_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = hyperos(tmp.path())
+        .args(["mount", "dat://not-a-key", "/tmp"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("hyperos: ") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(err.contains("dat://"), "says what a link looks like: {err}");
+
+    let junk = tmp.path().join("junk.bin");
+    std::fs::write(&junk, vec![7u8; 10_000]).unwrap();
+    let out = hyperos(tmp.path())
+        .arg("share")
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("not a filesystem image"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = hyperos(tmp.path())
+        .args(["unmount", "/nonexistent-mount-point"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("nothing is mounted"),
+        "{}",
+        text(&out.stderr)
+    );
+}
