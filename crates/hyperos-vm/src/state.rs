@@ -167,8 +167,19 @@ pub struct Status {
 impl Status {
     /// Reads an instance's status, treating a dead supervisor as stopped.
     pub fn read(dir: &InstanceDir) -> Result<Status, VmError> {
-        let record = StateRecord::read(&dir.state())?;
+        let mut record = StateRecord::read(&dir.state())?;
         let lease = LeaseRecord::read(&dir.lease())?;
+        // A supervisor writes its final state and then exits: if it is gone
+        // now, read again, or a record read just before that last write
+        // would pass for a stale one.
+        if record.as_ref().is_some_and(|r| {
+            r.phase.is_live()
+                && !r
+                    .supervisor_pid
+                    .is_some_and(|pid| process_alive(pid, "__supervise"))
+        }) {
+            record = StateRecord::read(&dir.state())?;
+        }
         let (phase, stale) = match &record {
             None => (Phase::Stopped, false),
             Some(r) if r.phase.is_live() => {
