@@ -1,19 +1,23 @@
-//! The archive commands: `share`, `mount`, `unmount`.
+//! The archive commands: `share`, `seed`, `mount`, `mounts`, `unmount`.
 //!
 //! `share` publishes an image (or a directory or OCI archive, turned into
-//! one) under an archive key and serves it until stopped; `mount` opens a
-//! `dat://` link from peers and mounts it lazily; `unmount` stops a mount,
-//! also one whose process was killed.
+//! one) under an archive key and serves it until stopped; `seed` fetches a
+//! whole archive from peers and serves it until stopped; `mount` opens a
+//! `dat://` link from peers and mounts it lazily; `mounts` lists mounts and
+//! their progress; `unmount` stops a mount, also one whose process was
+//! killed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hyperos_archive::{ArchiveLink, ArchiveSecret};
+#[cfg(target_os = "linux")]
 use hyperos_mount::{ImageSource, ReadError};
-use hyperos_p2p::{Archive, FetchError, Node, NodeConfig, PeerTicket, PublishOptions};
+#[cfg(target_os = "linux")]
+use hyperos_p2p::{Archive, FetchError};
+use hyperos_p2p::{Node, NodeConfig, PeerTicket, PublishOptions};
 use hyperos_vm::StateDir;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +33,21 @@ pub struct ShareArgs {
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
     /// Print the link and ticket as one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// The archive: `dat://<key>` or `dat://<key>+<version>`.
+    link: String,
+    /// A peer to fetch from (its ticket, as `hyperos share` prints it).
+    #[arg(long = "peer", value_name = "TICKET", required = true)]
+    peers: Vec<String>,
+    /// The UDP address to listen on (default: any, a random port).
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<SocketAddr>,
+    /// Print one JSON line when the whole archive is here.
     #[arg(long)]
     json: bool,
 }
@@ -196,12 +215,116 @@ pub fn share(state_dir: Option<PathBuf>, args: ShareArgs) -> anyhow::Result<i32>
     Ok(0)
 }
 
+#[derive(Serialize)]
+struct SeededJson {
+    key: String,
+    link: String,
+    version: u64,
+    bytes: u64,
+    chunks: u64,
+    fetched: u64,
+    ticket: String,
+}
+
+fn parse_peers(tickets: &[String]) -> anyhow::Result<Vec<PeerTicket>> {
+    Ok(tickets
+        .iter()
+        .map(|t| t.parse::<PeerTicket>())
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+fn megabytes(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+pub fn seed(state_dir: Option<PathBuf>, args: SeedArgs) -> anyhow::Result<i32> {
+    let state = StateDir::resolve(state_dir)?;
+    let link: ArchiveLink = args.link.parse()?;
+    let peers = parse_peers(&args.peers)?;
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let mut config = NodeConfig::new(state.root().join("p2p"));
+        config.bind = args.bind;
+        let node = Node::spawn(config).await?;
+        let archive = node.open(link, &peers).await?;
+        let manifest = archive.manifest().clone();
+        let chunks = archive.index().len() as u64;
+        let ticket = node.ticket().await;
+        let this = format!("dat://{}+{}", manifest.archive, manifest.version);
+        if !args.json {
+            println!(
+                "Seeding {this} ({}, {:.1} MB, {chunks} chunks)",
+                manifest.fs_type.name(),
+                megabytes(manifest.image_len)
+            );
+            println!("  ticket  {ticket}");
+        }
+        let started = std::time::Instant::now();
+        let fetch = archive.fetch_all();
+        let stop = wait_for_stop();
+        tokio::pin!(fetch, stop);
+        let mut tick = tokio::time::interval(Duration::from_secs(3));
+        tick.tick().await;
+        let fetched = loop {
+            tokio::select! {
+                done = &mut fetch => break done,
+                _ = tick.tick(), if !args.json => {
+                    let p = node.progress();
+                    println!(
+                        "  fetched {:.1} MB, {:.1} MB were here already, {} of {} peers connected, {} failed requests",
+                        megabytes(p.bytes_fetched),
+                        megabytes(p.bytes_from_cache),
+                        p.peers_connected,
+                        archive.peer_count(),
+                        p.failed_requests
+                    );
+                }
+                _ = &mut stop => {
+                    node.shutdown().await;
+                    return anyhow::Ok(());
+                }
+            }
+        };
+        fetched.context("fetching the whole archive failed; check the peers and retry")?;
+        let p = node.progress();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&SeededJson {
+                    key: manifest.archive.to_hex(),
+                    link: this,
+                    version: manifest.version,
+                    bytes: manifest.image_len,
+                    chunks,
+                    fetched: p.bytes_fetched,
+                    ticket: ticket.to_string(),
+                })?
+            );
+        } else {
+            println!(
+                "Have all of {this}: fetched {:.1} MB in {:.1} s.",
+                megabytes(p.bytes_fetched),
+                started.elapsed().as_secs_f64()
+            );
+            println!("Others can fetch it from here: --peer {ticket}");
+            println!("Serving until stopped (Ctrl-C).");
+        }
+        stop.await;
+        node.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    runtime.shutdown_background();
+    Ok(0)
+}
+
 /// Reads an open archive for the FUSE layer.
+#[cfg(target_os = "linux")]
 struct ArchiveSource {
     archive: Archive,
     handle: tokio::runtime::Handle,
 }
 
+#[cfg(target_os = "linux")]
 impl ImageSource for ArchiveSource {
     fn len(&self) -> u64 {
         self.archive.manifest().image_len
@@ -240,11 +363,7 @@ pub fn mount(_state_dir: Option<PathBuf>, _args: MountArgs) -> anyhow::Result<i3
 pub fn mount(state_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<i32> {
     let state = StateDir::resolve(state_dir)?;
     let link: ArchiveLink = args.link.parse()?;
-    let peers = args
-        .peers
-        .iter()
-        .map(|t| t.parse::<PeerTicket>())
-        .collect::<Result<Vec<_>, _>>()?;
+    let peers = parse_peers(&args.peers)?;
     let dir = std::path::absolute(&args.dir)?;
     if !dir.is_dir() {
         bail!(
@@ -265,7 +384,7 @@ pub fn mount(state_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<i32>
         let node = Node::spawn(config).await?;
         let archive = node.open(link, &peers).await?;
         let manifest = archive.manifest().clone();
-        let source = Arc::new(ArchiveSource {
+        let source = std::sync::Arc::new(ArchiveSource {
             archive,
             handle: handle.clone(),
         });

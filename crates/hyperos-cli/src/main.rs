@@ -59,6 +59,8 @@ enum Command {
     SshConfig(vm::SshConfigArgs),
     /// Publish an image, directory or OCI archive under a key and serve it.
     Share(archive::ShareArgs),
+    /// Fetch a whole `dat://` archive from peers and serve it to others.
+    Seed(archive::SeedArgs),
     /// Mount a `dat://` archive lazily: only what is read is fetched.
     Mount(archive::MountArgs),
     /// Unmount what `hyperos mount` mounted.
@@ -87,6 +89,7 @@ fn main() {
         Command::Rm(args) => vm::rm(cli.state_dir, args),
         Command::SshConfig(args) => vm::ssh_config(cli.state_dir, args),
         Command::Share(args) => archive::share(cli.state_dir, args),
+        Command::Seed(args) => archive::seed(cli.state_dir, args),
         Command::Mount(args) => archive::mount(cli.state_dir, args),
         Command::Unmount(args) => archive::unmount(cli.state_dir, args),
         Command::Supervise(args) => vm::supervise(cli.state_dir, args),

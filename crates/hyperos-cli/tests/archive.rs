@@ -256,3 +256,100 @@ fn bad_links_and_paths_get_one_clear_line() {
         text(&out.stderr)
     );
 }
+
+/// Every file, directory and symlink under `original` is the same under
+/// `copy`, and `copy` has nothing more.
+fn assert_same_tree(original: &Path, copy: &Path) {
+    let mut names: Vec<_> = std::fs::read_dir(original)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut copied: Vec<_> = std::fs::read_dir(copy)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    copied.sort();
+    assert_eq!(names, copied, "entries of {}", copy.display());
+    for name in names {
+        let (a, b) = (original.join(&name), copy.join(&name));
+        let kind = std::fs::symlink_metadata(&a).unwrap().file_type();
+        if kind.is_symlink() {
+            assert_eq!(
+                std::fs::read_link(&a).unwrap(),
+                std::fs::read_link(&b).unwrap()
+            );
+        } else if kind.is_dir() {
+            assert_same_tree(&a, &b);
+        } else {
+            assert!(
+                std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+                "{} differs",
+                b.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn seed_serves_the_archive_after_the_sharer_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tree(tmp.path());
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+
+    let mut share = hyperos(&a);
+    share
+        .arg("share")
+        .arg(&tree)
+        .args(["--json", "--bind", "127.0.0.1:0"]);
+    let sharer = Running::start(share);
+    let shared: serde_json::Value = serde_json::from_str(&sharer.first_line).unwrap();
+    let key = shared["key"].as_str().unwrap().to_owned();
+
+    // B fetches everything from A and reports once it has it all.
+    let mut seed = hyperos(&b);
+    seed.args([
+        "seed",
+        &format!("dat://{key}"),
+        "--json",
+        "--bind",
+        "127.0.0.1:0",
+    ])
+    .args(["--peer", shared["ticket"].as_str().unwrap()]);
+    let seeder = Running::start(seed);
+    let seeded: serde_json::Value = serde_json::from_str(&seeder.first_line).unwrap();
+    assert_eq!(seeded["key"], key.as_str());
+    assert_eq!(seeded["version"], 1);
+    assert_eq!(seeded["bytes"], shared["image_len"]);
+    assert!(seeded["chunks"].as_u64().unwrap() > 0, "{seeded}");
+    assert!(
+        seeded["fetched"].as_u64().unwrap() >= seeded["bytes"].as_u64().unwrap(),
+        "{seeded}"
+    );
+    sharer.stop();
+
+    // C knows only B: every file reads back identical.
+    let mut mount = hyperos(&c);
+    mount
+        .arg("mount")
+        .arg(format!("dat://{key}"))
+        .arg(&mnt)
+        .args(["--deadline", "10", "--bind", "127.0.0.1:0"])
+        .args(["--peer", seeded["ticket"].as_str().unwrap()]);
+    let mount = Running::start(mount);
+    assert!(
+        mount.first_line.starts_with("Mounted dat://"),
+        "{}",
+        mount.first_line
+    );
+    assert_same_tree(&tree, &mnt);
+    mount.stop();
+    assert!(!mounted(&mnt));
+    seeder.stop();
+}
