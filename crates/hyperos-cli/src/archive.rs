@@ -418,7 +418,13 @@ pub fn mount(state_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<i32>
             "`hyperos unmount {}` (or Ctrl-C) unmounts it.",
             dir.display()
         );
-        wait_for_stop().await;
+        report_until_stopped(
+            &node,
+            manifest.image_len,
+            &record_dir.join("progress.json"),
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+        .await;
         let mut mounted = mounted;
         let unmounted = tokio::task::spawn_blocking(move || {
             let r = mounted.unmount();
@@ -431,8 +437,176 @@ pub fn mount(state_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<i32>
         anyhow::Ok(())
     });
     let _ = std::fs::remove_file(record_dir.join("mount.json"));
+    let _ = std::fs::remove_file(record_dir.join("progress.json"));
     runtime.shutdown_background();
     result?;
+    Ok(0)
+}
+
+/// A mount's progress, as `<state>/mounts/<id>/progress.json` holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ProgressJson {
+    /// Verified bytes fetched from peers.
+    bytes_fetched: u64,
+    /// Bytes read that were already in the local store.
+    bytes_from_cache: u64,
+    /// The length of the image.
+    image_len: u64,
+    /// Requests sent to peers.
+    requests: u64,
+    /// Requests that failed.
+    failed_requests: u64,
+    /// Peers known (dropped ones not counted).
+    peers_known: u64,
+    /// Peers with an open connection.
+    peers_connected: u64,
+}
+
+impl ProgressJson {
+    #[cfg(target_os = "linux")]
+    fn new(p: hyperos_p2p::Progress, image_len: u64) -> Self {
+        Self {
+            bytes_fetched: p.bytes_fetched,
+            bytes_from_cache: p.bytes_from_cache,
+            image_len,
+            requests: p.requests,
+            failed_requests: p.failed_requests,
+            peers_known: p.peers_known,
+            peers_connected: p.peers_connected,
+        }
+    }
+
+    /// One line: a bar of the share of the image fetched, and the counters.
+    fn line(&self) -> String {
+        const WIDTH: u64 = 20;
+        let filled = (self.bytes_fetched.min(self.image_len) * WIDTH)
+            .checked_div(self.image_len)
+            .unwrap_or(0);
+        format!(
+            "[{}{}] {:.1} of {:.1} MB fetched, {:.1} MB from cache, {}/{} peers, {} requests ({} failed)",
+            "#".repeat(filled as usize),
+            "-".repeat((WIDTH - filled) as usize),
+            megabytes(self.bytes_fetched),
+            megabytes(self.image_len),
+            megabytes(self.bytes_from_cache),
+            self.peers_connected,
+            self.peers_known,
+            self.requests,
+            self.failed_requests
+        )
+    }
+}
+
+/// Until Ctrl-C or SIGTERM: writes the node's progress to `path` (at most
+/// twice a second, only when it changed, by rename) and, on a terminal,
+/// redraws a one-line progress bar on stderr.
+#[cfg(target_os = "linux")]
+async fn report_until_stopped(node: &Node, image_len: u64, path: &Path, tty: bool) {
+    use std::io::Write;
+    let stop = wait_for_stop();
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<ProgressJson> = None;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {}
+        }
+        let now = ProgressJson::new(node.progress(), image_len);
+        if last.as_ref() == Some(&now) {
+            continue;
+        }
+        match serde_json::to_vec(&now) {
+            Ok(bytes) => {
+                if let Err(e) = hyperos_vm::paths::write_atomic(path, &bytes) {
+                    tracing::warn!("could not write {}: {e}", path.display());
+                }
+            }
+            Err(e) => tracing::warn!("could not encode the progress: {e}"),
+        }
+        if tty {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r{}\x1b[K", now.line());
+            let _ = err.flush();
+        }
+        last = Some(now);
+    }
+    if tty && last.is_some() {
+        eprintln!();
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MountsArgs {
+    /// Print a JSON array.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct MountJson {
+    dir: PathBuf,
+    link: String,
+    pid: u32,
+    /// `alive`, or `stale` when the mount process is gone (`hyperos unmount`
+    /// cleans it up).
+    state: &'static str,
+    progress: Option<ProgressJson>,
+}
+
+pub fn mounts(state_dir: Option<PathBuf>, args: MountsArgs) -> anyhow::Result<i32> {
+    let state = StateDir::resolve(state_dir)?;
+    let dir = mounts_dir(&state);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries.collect::<Result<Vec<_>, _>>()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("could not list {}", dir.display()));
+        }
+    };
+    let mut list = Vec::new();
+    for entry in entries {
+        let path = entry.path();
+        // A mount that is starting has no record yet; skip unreadable ones.
+        let Some(record) = std::fs::read(path.join("mount.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<MountRecord>(&b).ok())
+        else {
+            continue;
+        };
+        let progress = std::fs::read(path.join("progress.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ProgressJson>(&b).ok());
+        let alive = hyperos_vm::state::process_alive(record.pid, "mount");
+        list.push(MountJson {
+            dir: record.dir,
+            link: record.link,
+            pid: record.pid,
+            state: if alive { "alive" } else { "stale" },
+            progress,
+        });
+    }
+    list.sort_by(|a, b| a.dir.cmp(&b.dir));
+    if args.json {
+        println!("{}", serde_json::to_string(&list)?);
+        return Ok(0);
+    }
+    if list.is_empty() {
+        println!("No mounts.");
+    }
+    for m in list {
+        println!(
+            "{}  {}  pid {} ({})",
+            m.dir.display(),
+            m.link,
+            m.pid,
+            m.state
+        );
+        if let Some(p) = m.progress {
+            println!("  {}", p.line());
+        }
+    }
     Ok(0)
 }
 

@@ -63,6 +63,8 @@ enum Command {
     Seed(archive::SeedArgs),
     /// Mount a `dat://` archive lazily: only what is read is fetched.
     Mount(archive::MountArgs),
+    /// List mounts, whether their process runs, and what they fetched.
+    Mounts(archive::MountsArgs),
     /// Unmount what `hyperos mount` mounted.
     Unmount(archive::UnmountArgs),
     /// Run an instance's supervisor (started by `boot`).
@@ -91,6 +93,7 @@ fn main() {
         Command::Share(args) => archive::share(cli.state_dir, args),
         Command::Seed(args) => archive::seed(cli.state_dir, args),
         Command::Mount(args) => archive::mount(cli.state_dir, args),
+        Command::Mounts(args) => archive::mounts(cli.state_dir, args),
         Command::Unmount(args) => archive::unmount(cli.state_dir, args),
         Command::Supervise(args) => vm::supervise(cli.state_dir, args),
     };

@@ -103,6 +103,30 @@ fn mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
 }
 
+/// The entry of `hyperos mounts --json` for `dir`, once its progress shows
+/// fetched bytes (the mount writes it at most twice a second).
+fn mount_progress(state: &Path, dir: &Path) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = hyperos(state).args(["mounts", "--json"]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let entry = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["dir"] == dir.to_str().unwrap())
+            .cloned();
+        if let Some(entry) = entry
+            && entry["progress"]["bytes_fetched"].as_u64().unwrap_or(0) > 0
+        {
+            return entry;
+        }
+        assert!(Instant::now() < deadline, "no progress in {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn drop_caches() {
     std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
 }
@@ -165,6 +189,24 @@ fn share_mount_cut_restore_unmount_and_warm_restart() {
         std::fs::read_link(mnt.join("version")).unwrap(),
         Path::new("etc/debian_version")
     );
+
+    // The mount's progress: a small read fetched something, far from all.
+    let listed = mount_progress(&b, &mnt);
+    assert_eq!(listed["dir"], mnt.to_str().unwrap());
+    assert!(
+        listed["link"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("dat://{key}+1")),
+        "{listed}"
+    );
+    assert_eq!(listed["state"], "alive");
+    assert_eq!(listed["pid"], mount.child.id());
+    let progress = &listed["progress"];
+    let fetched = progress["bytes_fetched"].as_u64().unwrap();
+    let image_len = progress["image_len"].as_u64().unwrap();
+    assert!(fetched > 0 && fetched < image_len, "{progress}");
+    assert_eq!(progress["peers_known"], 1, "{progress}");
     sharer.stop();
 
     // Cut: what was read still reads; an uncached read fails with EIO after
@@ -196,6 +238,8 @@ fn share_mount_cut_restore_unmount_and_warm_restart() {
     let out = hyperos(&b).arg("unmount").arg(&mnt).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!mounted(&mnt));
+    let out = hyperos(&b).args(["mounts", "--json"]).output().unwrap();
+    assert_eq!(text(&out.stdout).trim(), "[]");
     drop(mount);
     sharer.stop();
 
