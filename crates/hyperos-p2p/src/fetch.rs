@@ -58,6 +58,11 @@ pub enum FetchError {
         "no peer is left to fetch from; give a peer ticket (--peer) of a node that has the archive"
     )]
     NoPeers,
+    /// Every peer left sent data that failed verification, and was dropped.
+    #[error(
+        "every peer that was asked sent data failing verification ({dropped} dropped), so nothing was returned; give a peer ticket (--peer) of a node you trust to have the archive"
+    )]
+    BadPeers { dropped: usize },
     /// The read did not complete within the deadline.
     #[error(
         "reading {len} bytes at offset {offset} did not complete within {deadline:?}: no peer delivered the data; check the network and the peers"
@@ -87,6 +92,8 @@ pub struct Archive {
     peers: Arc<Mutex<Vec<Peer>>>,
     /// Peers that just failed, and until when to prefer the others.
     resting: Arc<Mutex<HashMap<EndpointId, Instant>>>,
+    /// How many peers were dropped for sending bad data.
+    dropped: Arc<std::sync::atomic::AtomicUsize>,
     deadline: Duration,
 }
 
@@ -220,6 +227,7 @@ impl Node {
             index: Arc::new(ChunkIndex::default()),
             peers: Arc::new(Mutex::new(good)),
             resting: Arc::default(),
+            dropped: Arc::default(),
             deadline: inner.deadline,
         };
         let index = tokio::time::timeout(archive.deadline, archive.fetch_index())
@@ -310,6 +318,11 @@ impl Archive {
     /// How many peers are left (peers that sent bad data are dropped).
     pub fn peer_count(&self) -> usize {
         lock(&self.peers).len()
+    }
+
+    /// How many peers were dropped because their data failed verification.
+    pub fn dropped_peers(&self) -> usize {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Adds a peer to fetch from.
@@ -447,7 +460,12 @@ impl Archive {
             }
             let peers = self.peers_in_turn(first_peer);
             if peers.is_empty() {
-                return Err(FetchError::NoPeers);
+                let dropped = self.dropped_peers();
+                return Err(if dropped > 0 {
+                    FetchError::BadPeers { dropped }
+                } else {
+                    FetchError::NoPeers
+                });
             }
             for peer in &peers {
                 let attempt = tokio::time::timeout(
@@ -475,7 +493,17 @@ impl Archive {
                         Counters::add(&self.inner.counters.failed_requests, 1);
                         warn!(peer = %peer.addr.id, %hash, "dropping a peer that sent data failing verification: {e}");
                         lock(&self.inner.connections).remove(&peer.addr.id);
-                        lock(&self.peers).retain(|p| p.addr.id != peer.addr.id);
+                        let mut peers = lock(&self.peers);
+                        let before = peers.len();
+                        peers.retain(|p| p.addr.id != peer.addr.id);
+                        if peers.len() < before {
+                            self.dropped
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            self.inner
+                                .counters
+                                .peers_known
+                                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
                 }
             }
