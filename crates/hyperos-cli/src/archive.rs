@@ -109,41 +109,25 @@ fn load_secret(state: &StateDir, key: &str) -> anyhow::Result<ArchiveSecret> {
     let public: hyperos_archive::ArchiveKey = hex
         .parse()
         .with_context(|| format!("{key:?} is not an archive key"))?;
-    let path = secrets_dir(state).join(format!("{}.secret", public.to_hex()));
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "you don't hold the secret of {public} (no {}): only its publisher can update it",
-            path.display()
-        )
-    })?;
-    Ok(ArchiveSecret::from_hex(text.trim())?)
+    match hyperos_ssh::secrets::load(&secrets_dir(state), &public.to_hex())? {
+        Some(text) => Ok(ArchiveSecret::from_hex(text.trim())?),
+        None => bail!("you don't hold the secret of {public}: only its publisher can update it"),
+    }
 }
 
-/// Creates a new archive secret, kept in a 0600 file.
+/// Creates a new archive secret, kept in the OS keychain, else a 0600 file.
 fn new_secret(state: &StateDir) -> anyhow::Result<ArchiveSecret> {
     let secret = ArchiveSecret::generate()?;
-    let dir = secrets_dir(state);
-    hyperos_vm::paths::create_private_dir(&dir)?;
-    let path = dir.join(format!("{}.secret", secret.public().to_hex()));
-    write_private(&path, secret.to_hex().as_bytes())?;
+    let (store, reason) = hyperos_ssh::secrets::store(
+        &secrets_dir(state),
+        &secret.public().to_hex(),
+        &secret.to_hex(),
+    )?;
+    eprintln!(
+        "The archive's secret key is kept in {store}{}.",
+        reason.map(|r| format!(" ({r})")).unwrap_or_default()
+    );
     Ok(secret)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
 }
 
 #[derive(Serialize)]
@@ -158,13 +142,19 @@ struct SharedJson {
 
 pub fn share(state_dir: Option<PathBuf>, args: ShareArgs) -> anyhow::Result<i32> {
     let state = StateDir::resolve(state_dir)?;
-    let secret = match &args.update {
-        Some(key) => load_secret(&state, key)?,
-        None => new_secret(&state)?,
-    };
+    // Check what can be refused before a key is made for nothing.
+    let existing = args
+        .update
+        .as_deref()
+        .map(|key| load_secret(&state, key))
+        .transpose()?;
     let work = state.root().join("share-work");
     std::fs::create_dir_all(&work)?;
     let prepared = hyperos_imagefs::prepare(&args.path, &work)?;
+    let secret = match existing {
+        Some(secret) => secret,
+        None => new_secret(&state)?,
+    };
     let runtime = runtime()?;
     runtime.block_on(async {
         let mut config = NodeConfig::new(state.root().join("p2p"));

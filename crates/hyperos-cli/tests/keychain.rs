@@ -26,13 +26,18 @@ fn key_lives_in_the_secret_service_when_one_runs() {
     }
     let state = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
+    let tree = home.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("hello"), "hello\n").unwrap();
     // A fresh login keyring, created and unlocked with a throwaway password, in a private session bus.
     let script = format!(
         "set -e
          printf 'hyperos-test' | gnome-keyring-daemon --unlock --components=secrets >/dev/null
          {BIN} init
          {BIN} init
-         secret-tool search --all service org.hyperos 2>&1"
+         timeout 10 {BIN} share {tree} --json --bind 127.0.0.1:0 2>&1 | head -1 || true
+         secret-tool search --all service org.hyperos 2>&1",
+        tree = tree.display()
     );
     let out = Command::new("dbus-run-session")
         .args(["--", "sh", "-c", &script])
@@ -66,6 +71,21 @@ fn key_lives_in_the_secret_service_when_one_runs() {
         "keychain"
     );
     assert!(keys.join("id_ed25519.pub").exists());
+    // An archive's signing key goes to the keychain too.
+    assert!(
+        stdout.contains("The archive's secret key is kept in the OS keychain."),
+        "{stdout}"
+    );
+    let archives: Vec<_> = std::fs::read_dir(state.path().join("archives"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        archives
+            .iter()
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".secret")),
+        "no secret on disk"
+    );
 }
 
 #[test]

@@ -193,12 +193,12 @@ pub fn export_private(key: &UserKey, path: &Path) -> Result<(), SshError> {
     write_private(path, pem.as_bytes())
 }
 
-enum Choice {
+pub(crate) enum Choice {
     Keychain { required: bool },
     File(Option<String>),
 }
 
-fn choose_store() -> Choice {
+pub(crate) fn choose_store() -> Choice {
     match std::env::var(KEYSTORE_ENV).as_deref() {
         Ok("file") => return Choice::File(Some(format!("{KEYSTORE_ENV}=file"))),
         Ok("keychain") => return Choice::Keychain { required: true },
@@ -233,7 +233,7 @@ fn host_name() -> String {
         .unwrap_or_else(|| "host".to_owned())
 }
 
-fn create_dir(dir: &Path) -> Result<(), SshError> {
+pub(crate) fn create_dir(dir: &Path) -> Result<(), SshError> {
     std::fs::create_dir_all(dir).map_err(SshError::io("create", dir))?;
     #[cfg(unix)]
     {
@@ -244,11 +244,11 @@ fn create_dir(dir: &Path) -> Result<(), SshError> {
     Ok(())
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SshError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SshError> {
     std::fs::write(path, bytes).map_err(SshError::io("write", path))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SshError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SshError> {
     use std::io::Write;
     let _ = std::fs::remove_file(path);
     let mut options = std::fs::OpenOptions::new();

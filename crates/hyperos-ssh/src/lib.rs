@@ -12,6 +12,7 @@
 pub mod client;
 pub mod error;
 pub mod keys;
+pub mod secrets;
 
 pub use client::{Endpoint, Output, Session};
 pub use error::SshError;
