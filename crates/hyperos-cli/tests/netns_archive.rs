@@ -1,0 +1,494 @@
+//! Share and lazy mount between nodes in separate network namespaces joined
+//! by veth pairs: a real Debian minbase root filesystem (debootstrap, cached
+//! under target/bench-cache/) is shared from one namespace and mounted
+//! lazily in another; every file, link, directory and device node reads back
+//! identical. A cut link leaves cached reads working, makes uncached reads
+//! fail with EIO after `--deadline`, and does not stop `hyperos unmount`.
+//!
+//! The `hyperos` processes enter only the network namespace (`nsenter
+//! --net`), so their FUSE and loop mounts are visible to the test, which
+//! reads through them as any local program would.
+//!
+//! Needs root; skipped otherwise.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, repo, text};
+
+fn not_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(true)
+}
+
+fn sh(script: &str) {
+    let out = Command::new("sh").args(["-ec", script]).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+}
+
+/// Network namespaces, deleted (with their veths) when dropped.
+struct Lab {
+    namespaces: Vec<String>,
+}
+
+impl Lab {
+    fn new(tag: &str, count: usize) -> Lab {
+        let namespaces: Vec<String> = (1..=count)
+            .map(|i| format!("hy-{tag}{i}-{}", std::process::id()))
+            .collect();
+        let lab = Lab { namespaces };
+        for ns in &lab.namespaces {
+            sh(&format!("ip netns add {ns}\nip -n {ns} link set lo up"));
+        }
+        lab
+    }
+
+    fn ns(&self, i: usize) -> &str {
+        &self.namespaces[i - 1]
+    }
+
+    /// A veth pair between nodes `a` and `b` on 10.88.`subnet`.0/24, named
+    /// `v<b>` in `a` and `v<a>` in `b`, addresses .`a` and .`b`.
+    fn link(&self, a: usize, b: usize, subnet: u8) {
+        let (na, nb) = (self.ns(a), self.ns(b));
+        sh(&format!(
+            "ip link add v{b} netns {na} type veth peer name v{a} netns {nb}
+             ip -n {na} addr add 10.88.{subnet}.{a}/24 dev v{b}
+             ip -n {nb} addr add 10.88.{subnet}.{b}/24 dev v{a}
+             ip -n {na} link set v{b} up
+             ip -n {nb} link set v{a} up"
+        ));
+    }
+
+    /// A command run with only the network namespace of node `i`.
+    fn command(&self, i: usize, state: &Path) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.ns(i)))
+            .arg("--")
+            .arg(BIN)
+            .env("HYPEROS_STATE_DIR", state)
+            .env("HYPEROS_KEYSTORE", "file")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A running `hyperos` process whose first stdout line has been read;
+/// killed when dropped.
+struct Running {
+    child: Child,
+    first_line: String,
+}
+
+impl Running {
+    fn start(mut command: Command) -> Running {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        match rx.recv_timeout(Duration::from_secs(180)) {
+            Ok(first_line) => Running { child, first_line },
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!("no output from {command:?}: {}", text(&out.stderr));
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A lazy mount: on drop, `hyperos unmount`, then the process is killed and
+/// anything left mounted is detached.
+struct Mount {
+    dir: PathBuf,
+    state: PathBuf,
+    process: Option<Running>,
+}
+
+impl Mount {
+    fn start(
+        lab: &Lab,
+        node: usize,
+        state: &Path,
+        dir: &Path,
+        link: &str,
+        peers: &[&str],
+    ) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut c = lab.command(node, state);
+        c.arg("mount")
+            .arg(link)
+            .arg(dir)
+            .args(["--deadline", "3", "--bind", "0.0.0.0:0"]);
+        for peer in peers {
+            c.args(["--peer", peer]);
+        }
+        let process = Running::start(c);
+        assert!(
+            process.first_line.starts_with("Mounted dat://"),
+            "{}",
+            process.first_line
+        );
+        assert!(mounted(dir));
+        Mount {
+            dir: dir.to_owned(),
+            state: state.to_owned(),
+            process: Some(process),
+        }
+    }
+
+    fn unmount(&mut self) -> std::process::Output {
+        let out = Command::new(BIN)
+            .arg("unmount")
+            .arg(&self.dir)
+            .env("HYPEROS_STATE_DIR", &self.state)
+            .env("HYPEROS_KEYSTORE", "file")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if let Some(mut p) = self.process.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while p.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.process.is_some() {
+            let _ = self.unmount();
+        }
+        let fuse_dirs = std::fs::read_dir(self.state.join("mounts"))
+            .map(|d| d.flatten().map(|e| e.path().join("fuse")).collect())
+            .unwrap_or_else(|_| Vec::new());
+        for path in std::iter::once(&self.dir).chain(&fuse_dirs) {
+            if mounted(path) {
+                let _ = Command::new("umount").arg("-l").arg(path).status();
+            }
+        }
+    }
+}
+
+fn mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
+}
+
+fn drop_caches() {
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+}
+
+/// The Debian mirror apt uses here.
+fn debian_mirror() -> String {
+    let mut texts = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for e in dir.flatten() {
+            if e.path()
+                .extension()
+                .is_some_and(|x| x == "sources" || x == "list")
+            {
+                texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    texts.push(std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
+    for t in &texts {
+        for line in t.lines() {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let url = match w.as_slice() {
+                ["URIs:", url, ..] => url,
+                ["deb", rest @ ..] => match rest.iter().find(|x| x.starts_with("http")) {
+                    Some(url) => url,
+                    None => continue,
+                },
+                _ => continue,
+            };
+            if url.starts_with("http") && url.trim_end_matches('/').ends_with("/debian") {
+                return (*url).to_owned();
+            }
+        }
+    }
+    "http://deb.debian.org/debian".to_owned()
+}
+
+/// A Debian bookworm minbase root filesystem, made once with debootstrap
+/// and kept under target/bench-cache/ (shared with `archive_bench`).
+fn debian_rootfs() -> PathBuf {
+    let cache = repo().join("target/bench-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let rootfs = cache.join("bookworm-minbase");
+    let lock = std::fs::File::create(cache.join(".rootfs.lock")).unwrap();
+    lock.lock().unwrap();
+    if !rootfs.join("usr/bin/apt-get").exists() {
+        let tmp = cache.join("bookworm-minbase.tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let out = Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(&tmp)
+            .arg(debian_mirror())
+            .output()
+            .expect("debootstrap (apt-get install debootstrap)");
+        assert!(out.status.success(), "debootstrap: {}", text(&out.stderr));
+        let _ = std::fs::remove_dir_all(&rootfs);
+        std::fs::rename(&tmp, &rootfs).unwrap();
+    }
+    lock.unlock().unwrap();
+    rootfs
+}
+
+/// Compares every entry under `orig` with the same path under `copy`: type,
+/// mode, owner, size, contents of regular files, link targets, device
+/// numbers, and the names in every directory. Returns (files, bytes).
+fn compare_trees(orig: &Path, copy: &Path) -> (u64, u64) {
+    let (mut files, mut bytes) = (0, 0);
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let (a, b) = (orig.join(&rel), copy.join(&rel));
+        let (ma, mb) = (
+            std::fs::symlink_metadata(&a).unwrap(),
+            std::fs::symlink_metadata(&b).unwrap_or_else(|e| panic!("{}: {e}", b.display())),
+        );
+        let what = rel.display();
+        assert_eq!(ma.mode(), mb.mode(), "mode of /{what}");
+        assert_eq!(
+            (ma.uid(), ma.gid()),
+            (mb.uid(), mb.gid()),
+            "owner of /{what}"
+        );
+        let ft = ma.file_type();
+        if ft.is_dir() {
+            let names = |p: &Path| -> BTreeSet<_> {
+                std::fs::read_dir(p)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect()
+            };
+            let (na, nb) = (names(&a), names(&b));
+            assert_eq!(na, nb, "entries of /{what}");
+            stack.extend(na.into_iter().map(|n| rel.join(n)));
+        } else if ft.is_file() {
+            assert_eq!(ma.len(), mb.len(), "size of /{what}");
+            let (da, db) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+            assert!(da == db, "contents of /{what} differ");
+            files += 1;
+            bytes += da.len() as u64;
+        } else if ft.is_symlink() {
+            assert_eq!(
+                std::fs::read_link(&a).unwrap(),
+                std::fs::read_link(&b).unwrap(),
+                "target of /{what}"
+            );
+        } else if ft.is_char_device() || ft.is_block_device() {
+            assert_eq!(ma.rdev(), mb.rdev(), "device number of /{what}");
+        }
+    }
+    (files, bytes)
+}
+
+/// The largest regular file under `root`, relative to it.
+fn largest_file(root: &Path) -> PathBuf {
+    let mut best = (0, PathBuf::new());
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let m = std::fs::symlink_metadata(root.join(&rel)).unwrap();
+        if m.is_dir() {
+            for e in std::fs::read_dir(root.join(&rel)).unwrap() {
+                stack.push(rel.join(e.unwrap().file_name()));
+            }
+        } else if m.is_file() && m.len() > best.0 {
+            best = (m.len(), rel);
+        }
+    }
+    best.1
+}
+
+struct Shared {
+    _process: Running,
+    link: String,
+    ticket: String,
+}
+
+fn share(lab: &Lab, node: usize, state: &Path, tree: &Path, bind: &str) -> Shared {
+    let mut c = lab.command(node, state);
+    c.arg("share").arg(tree).args(["--json", "--bind", bind]);
+    let process = Running::start(c);
+    let shared: serde_json::Value = serde_json::from_str(&process.first_line)
+        .unwrap_or_else(|e| panic!("{e}: {}", process.first_line));
+    assert_eq!(shared["fs_type"], "erofs");
+    let key = shared["key"].as_str().unwrap();
+    let ticket = shared["ticket"].as_str().unwrap().to_owned();
+    Shared {
+        link: format!("dat://{key}"),
+        ticket,
+        _process: process,
+    }
+}
+
+#[test]
+fn two_namespaces_share_mount_compare_every_file_cut_and_unmount() {
+    if not_root() {
+        eprintln!("needs root for network namespaces and mounts; skipped");
+        return;
+    }
+    let rootfs = debian_rootfs();
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = Lab::new("a", 2);
+    lab.link(1, 2, 41);
+    let sharer = share(&lab, 1, &tmp.path().join("a"), &rootfs, "10.88.41.1:7401");
+    let mnt = tmp.path().join("mnt");
+    let b = tmp.path().join("b");
+
+    // A small file reads right over the veth; then the link goes down.
+    let mut mount = Mount::start(&lab, 2, &b, &mnt, &sharer.link, &[&sharer.ticket]);
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/debian_version")).unwrap(),
+        std::fs::read_to_string(rootfs.join("etc/debian_version")).unwrap()
+    );
+    sh(&format!("ip -n {} link set v2 down", lab.ns(1)));
+
+    // Cut: what was read reads from the cache; an uncached read fails with
+    // EIO after the deadline (3 s), not a hang.
+    drop_caches();
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/debian_version")).unwrap(),
+        std::fs::read_to_string(rootfs.join("etc/debian_version")).unwrap()
+    );
+    let big = largest_file(&rootfs);
+    let started = Instant::now();
+    let err = std::fs::read(mnt.join(&big)).unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(5),
+        "EIO reading /{}: {err}",
+        big.display()
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(45),
+        "EIO after {waited:?}"
+    );
+
+    // Unmount works with the link still down.
+    let out = mount.unmount();
+    assert!(out.status.success(), "unmount: {}", text(&out.stderr));
+    assert!(!mounted(&mnt));
+    drop(mount);
+
+    // Link back up, mount again with the warm cache: every entry of the
+    // tree reads back identical through the lazy mount.
+    sh(&format!("ip -n {} link set v2 up", lab.ns(1)));
+    let mount = Mount::start(&lab, 2, &b, &mnt, &sharer.link, &[&sharer.ticket]);
+    drop_caches();
+    let started = Instant::now();
+    let (files, bytes) = compare_trees(&rootfs, &mnt);
+    eprintln!(
+        "compared {files} files, {:.1} MB, in {:?}",
+        bytes as f64 / 1e6,
+        started.elapsed()
+    );
+    assert!(files > 1000, "only {files} files");
+    drop(mount);
+    drop(sharer);
+}
+
+#[test]
+fn three_namespaces_second_reader_over_a_shaped_link_and_cut_first() {
+    if not_root() {
+        eprintln!("needs root for network namespaces and mounts; skipped");
+        return;
+    }
+    let rootfs = debian_rootfs();
+    let tmp = tempfile::tempdir().unwrap();
+    // 1 ↔ 2 on 10.88.42.0/24; 1 ↔ 3 on 10.88.43.0/24, shaped to 50 Mbit/s
+    // both ways; 3 reaches the sharer's address on the other link through 1.
+    let lab = Lab::new("t", 3);
+    lab.link(1, 2, 42);
+    lab.link(1, 3, 43);
+    sh(&format!(
+        "ip -n {n3} route add default via 10.88.43.1
+         ip netns exec {n1} tc qdisc add dev v3 root tbf rate 50mbit burst 64kb latency 50ms
+         ip netns exec {n3} tc qdisc add dev v1 root tbf rate 50mbit burst 64kb latency 50ms",
+        n1 = lab.ns(1),
+        n3 = lab.ns(3),
+    ));
+    let sharer = share(&lab, 1, &tmp.path().join("a"), &rootfs, "10.88.42.1:7402");
+
+    let mnt2 = tmp.path().join("mnt2");
+    let mount2 = Mount::start(
+        &lab,
+        2,
+        &tmp.path().join("b"),
+        &mnt2,
+        &sharer.link,
+        &[&sharer.ticket],
+    );
+    let (files, _) = compare_trees(&rootfs, &mnt2);
+    assert!(files > 1000, "only {files} files");
+
+    let mnt3 = tmp.path().join("mnt3");
+    let mount3 = Mount::start(
+        &lab,
+        3,
+        &tmp.path().join("c"),
+        &mnt3,
+        &sharer.link,
+        &[&sharer.ticket],
+    );
+    let started = Instant::now();
+    compare_trees(&rootfs, &mnt3);
+    eprintln!(
+        "node 3 read everything over 50 Mbit/s in {:?}",
+        started.elapsed()
+    );
+
+    // Node 2's link goes down: it reads everything from its cache.
+    sh(&format!("ip -n {} link set v2 down", lab.ns(1)));
+    drop_caches();
+    compare_trees(&rootfs, &mnt2);
+    drop(mount3);
+    drop(mount2);
+    drop(sharer);
+}
