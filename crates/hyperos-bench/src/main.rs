@@ -179,6 +179,12 @@ fn main() -> anyhow::Result<()> {
     } else {
         repo.join(&args.out)
     };
+    // Keep the sections other benchmarks (archive_bench) wrote.
+    if let Ok(existing) = std::fs::read_to_string(&out)
+        && let Some(at) = existing.find("\n## Lazy mount")
+    {
+        report.push_str(&existing[at..]);
+    }
     std::fs::write(&out, &report)?;
     println!("{report}");
     eprintln!("wrote {}", out.display());

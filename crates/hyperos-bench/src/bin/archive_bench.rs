@@ -1,6 +1,6 @@
-//! `archive_bench`: the lazy mount of issue 3, measured on a Debian bookworm
+//! `archive_bench`: the lazy mount of a shared archive, measured on a Debian bookworm
 //! minbase shared as EROFS by `hyperos share`, and written as the "Lazy
-//! mount (issue 3)" section of docs/benchmarks.md.
+//! mount of a shared archive" section of docs/benchmarks.md.
 //!
 //! Each cold measurement uses a fresh mount state directory and drops the
 //! page cache first. Bytes fetched are what the mount's blob store holds on
@@ -30,7 +30,7 @@ struct Args {
     /// Cold runs of each command (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// The report to update (its "## Lazy mount (issue 3)" section).
+    /// The report to update (its "## Lazy mount of a shared archive" section).
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
 }
@@ -774,7 +774,7 @@ fn bench(runs: usize, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-const HEADING: &str = "## Lazy mount (issue 3)";
+const HEADING: &str = "## Lazy mount of a shared archive";
 
 /// `old` with its lazy-mount section replaced by `section` (or appended).
 fn replace_section(old: &str, section: &str) -> String {
@@ -868,7 +868,7 @@ fn report(
         "not met"
     };
     s.push_str(&format!(
-        "\nTarget from issue 3, a cold `/bin/true` fetches under 2 MiB: **{verdict}** ({} at most, counting what the mount itself held before the command).\n",
+        "\nTarget: a cold `/bin/true` fetches under 2 MiB: **{verdict}** ({} at most, counting what the mount itself held before the command).\n",
         mib(worst)
     ));
     s
