@@ -264,17 +264,17 @@ fn legacy_kernel_command_line_and_openssh() {
 #[test]
 fn two_instances_at_once_then_poweroff_from_inside() {
     let env = Env::new();
-    std::thread::scope(|s| {
-        let a = s.spawn(|| env.boot("one", &[]));
-        let b = s.spawn(|| env.boot("two", &[]));
-        let (a, b) = (a.join().unwrap(), b.join().unwrap());
-        assert_ne!(a["ssh_port"], b["ssh_port"]);
-        assert_ne!(a["hostname"], b["hostname"], "random hostnames differ");
-        for (name, booted) in [("one", &a), ("two", &b)] {
-            let hostname = env.ok(&["run", "--name", name, "hostname"]);
-            assert_eq!(hostname.trim(), booted["hostname"].as_str().unwrap());
-        }
-    });
+    // The second boots while the first runs. (Booting both at the same
+    // instant under emulation on 2 cores, beside other tests, starves the
+    // guests' timers; on KVM it makes no difference.)
+    let a = env.boot("one", &[]);
+    let b = env.boot("two", &[]);
+    assert_ne!(a["ssh_port"], b["ssh_port"]);
+    assert_ne!(a["hostname"], b["hostname"], "random hostnames differ");
+    for (name, booted) in [("one", &a), ("two", &b)] {
+        let hostname = env.ok(&["run", "--name", name, "hostname"]);
+        assert_eq!(hostname.trim(), booted["hostname"].as_str().unwrap());
+    }
     let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
     assert_eq!(ps.as_array().unwrap().len(), 2);
     assert!(
