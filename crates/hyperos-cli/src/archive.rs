@@ -17,7 +17,7 @@ use hyperos_archive::{ArchiveLink, ArchiveSecret};
 use hyperos_mount::{ImageSource, ReadError};
 #[cfg(target_os = "linux")]
 use hyperos_p2p::{Archive, FetchError};
-use hyperos_p2p::{Node, NodeConfig, PeerTicket, PublishOptions};
+use hyperos_p2p::{Node, NodeConfig, PeerTicket, PublishOptions, ShareKind, ShareRecord};
 use hyperos_vm::StateDir;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,10 @@ pub struct ShareArgs {
     /// Print the link and ticket as one JSON line.
     #[arg(long)]
     json: bool,
+    /// Serve in the background: print the link and ticket, then return
+    /// (`hyperos shares` lists it, `hyperos unshare KEY` stops it).
+    #[arg(long)]
+    daemon: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -140,8 +144,16 @@ struct SharedJson {
     ticket: String,
 }
 
+/// The environment variable that tells a `share` started by `--daemon` where
+/// its log is (it records it, and sends later output there).
+const DAEMON_LOG_ENV: &str = "HYPEROS_DAEMON_LOG";
+
 pub fn share(state_dir: Option<PathBuf>, args: ShareArgs) -> anyhow::Result<i32> {
     let state = StateDir::resolve(state_dir)?;
+    if args.daemon {
+        return share_daemon(&state, args.json);
+    }
+    refuse_if_serving(state.root())?;
     // Check what can be refused before a key is made for nothing.
     let existing = args
         .update
@@ -173,6 +185,24 @@ pub fn share(state_dir: Option<PathBuf>, args: ShareArgs) -> anyhow::Result<i32>
         let manifest = signed.verify(&secret.public(), now, None)?;
         let ticket = node.ticket().await;
         let key = secret.public();
+        let record = ShareRecord {
+            key: key.to_hex(),
+            link: link.to_string(),
+            version: manifest.version,
+            ticket: ticket.to_string(),
+            pid: std::process::id(),
+            path: std::path::absolute(&args.path)?,
+            kind: ShareKind::Share,
+            log: std::env::var_os(DAEMON_LOG_ENV).map(PathBuf::from),
+            started: now,
+        };
+        record.write(state.root()).with_context(|| {
+            format!(
+                "could not record the share under {}",
+                state.root().display()
+            )
+        })?;
+        let _recorded = RecordGuard(&record, state.root());
         if args.json {
             println!(
                 "{}",
@@ -197,11 +227,130 @@ pub fn share(state_dir: Option<PathBuf>, args: ShareArgs) -> anyhow::Result<i32>
             println!("Mount it elsewhere: hyperos mount dat://{key} DIR --peer {ticket}");
             println!("Serving until stopped (Ctrl-C).");
         }
+        detach_stdout();
         wait_for_stop().await;
         node.shutdown().await;
         anyhow::Ok(())
     })?;
     runtime.shutdown_background();
+    Ok(0)
+}
+
+/// Removes a share record when the share stops, also on an error.
+struct RecordGuard<'a>(&'a ShareRecord, &'a Path);
+
+impl Drop for RecordGuard<'_> {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
+    }
+}
+
+/// One node serves per state directory (its blob store admits one process):
+/// refuses to start a second with a line that says what to do.
+fn refuse_if_serving(root: &Path) -> anyhow::Result<()> {
+    if let Some(running) = hyperos_p2p::local_shares(root).first() {
+        bail!(
+            "this state directory already serves {} ({}, pid {}); stop it with `hyperos unshare {}` or use another --state-dir",
+            running.link,
+            running.kind.name(),
+            running.pid,
+            running.key
+        );
+    }
+    Ok(())
+}
+
+/// In a `--daemon` child, once the ready line is out: later output goes to
+/// the log (stderr) instead of the pipe the parent closes.
+fn detach_stdout() {
+    #[cfg(unix)]
+    if std::env::var_os(DAEMON_LOG_ENV).is_some() {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        // SAFETY: dup2 on the process's own standard descriptors has no
+        // memory-safety preconditions; stdout was flushed just before.
+        unsafe {
+            libc::dup2(2, 1);
+        }
+    }
+}
+
+/// `share --daemon`: runs this same command again without `--daemon`, with
+/// `--json`, in a new session with its output in a log under the state
+/// directory; prints what the child printed once it serves, and returns.
+fn share_daemon(state: &StateDir, json: bool) -> anyhow::Result<i32> {
+    use std::io::BufRead;
+    let logs = hyperos_p2p::shares::shares_dir(state.root()).join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log_path = logs.join(format!("share-{}.log", hyperos_vm::state::now_ms()));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("could not create {}", log_path.display()))?;
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--daemon")
+        .collect();
+    if !argv.iter().any(|a| a == "--json") {
+        argv.push("--json".into());
+    }
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command
+        .args(&argv)
+        .env("HYPEROS_STATE_DIR", state.root())
+        .env(DAEMON_LOG_ENV, &log_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe; it detaches the share from the
+        // terminal so closing it leaves the share running.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    let mut child = command
+        .spawn()
+        .context("could not start the share in the background")?;
+    let pid = child.id();
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufReader::new(out).read_line(&mut line)?;
+    }
+    let Ok(mut shared) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let reason = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("hyperos: "))
+            .unwrap_or("it exited without saying why");
+        bail!("{reason} (log: {})", log_path.display());
+    };
+    // Not waited for: the share outlives this process.
+    drop(child);
+    if json {
+        shared["pid"] = pid.into();
+        shared["log"] = log_path.to_string_lossy().into_owned().into();
+        println!("{shared}");
+    } else {
+        let field = |name: &str| shared[name].as_str().unwrap_or_default().to_owned();
+        println!(
+            "Sharing dat://{} (version {}) in the background, pid {pid}",
+            field("key"),
+            shared["version"]
+        );
+        println!("  link    {}", field("link"));
+        println!("  ticket  {}", field("ticket"));
+        println!("  log     {}", log_path.display());
+        println!(
+            "`hyperos shares` lists it; `hyperos unshare {}` stops it.",
+            field("key")
+        );
+    }
     Ok(0)
 }
 
@@ -231,6 +380,7 @@ pub fn seed(state_dir: Option<PathBuf>, args: SeedArgs) -> anyhow::Result<i32> {
     let state = StateDir::resolve(state_dir)?;
     let link: ArchiveLink = args.link.parse()?;
     let peers = parse_peers(&args.peers)?;
+    refuse_if_serving(state.root())?;
     let runtime = runtime()?;
     runtime.block_on(async {
         let mut config = NodeConfig::new(state.root().join("p2p"));
@@ -241,6 +391,21 @@ pub fn seed(state_dir: Option<PathBuf>, args: SeedArgs) -> anyhow::Result<i32> {
         let chunks = archive.index().len() as u64;
         let ticket = node.ticket().await;
         let this = format!("dat://{}+{}", manifest.archive, manifest.version);
+        let record = ShareRecord {
+            key: manifest.archive.to_hex(),
+            link: this.clone(),
+            version: manifest.version,
+            ticket: ticket.to_string(),
+            pid: std::process::id(),
+            path: std::path::absolute(state.root().join("p2p"))?,
+            kind: ShareKind::Seed,
+            log: None,
+            started: hyperos_vm::state::now_ms() / 1000,
+        };
+        record
+            .write(state.root())
+            .with_context(|| format!("could not record the seed under {}", state.root().display()))?;
+        let _recorded = RecordGuard(&record, state.root());
         if !args.json {
             println!(
                 "Seeding {this} ({}, {:.1} MB, {chunks} chunks)",
@@ -681,4 +846,94 @@ async fn wait_for_stop() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SharesArgs {
+    /// Print a JSON array.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct ShareJson {
+    #[serde(flatten)]
+    record: ShareRecord,
+    /// `alive`, or `stale` when its process is gone (`hyperos unshare`
+    /// removes the record).
+    state: &'static str,
+}
+
+pub fn shares(state_dir: Option<PathBuf>, args: SharesArgs) -> anyhow::Result<i32> {
+    let state = StateDir::resolve(state_dir)?;
+    let list: Vec<ShareJson> = hyperos_p2p::shares::all_shares(state.root())
+        .into_iter()
+        .map(|record| ShareJson {
+            state: if record.is_alive() { "alive" } else { "stale" },
+            record,
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string(&list)?);
+        return Ok(0);
+    }
+    if list.is_empty() {
+        println!("No shares.");
+    }
+    for s in list {
+        let r = &s.record;
+        println!(
+            "{}  {} of {}  pid {} ({})",
+            r.link,
+            r.kind.name(),
+            r.path.display(),
+            r.pid,
+            s.state
+        );
+        println!("  ticket  {}", r.ticket);
+    }
+    Ok(0)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnshareArgs {
+    /// The archive: its key, `dat://<key>` or a link to a version.
+    key: String,
+}
+
+pub fn unshare(state_dir: Option<PathBuf>, args: UnshareArgs) -> anyhow::Result<i32> {
+    let state = StateDir::resolve(state_dir)?;
+    let text = args.key.trim();
+    let link: ArchiveLink = if text.starts_with("dat://") {
+        text.parse()?
+    } else {
+        ArchiveLink::latest(
+            text.to_ascii_lowercase()
+                .parse()
+                .with_context(|| format!("{text:?} is not an archive key"))?,
+        )
+    };
+    let key = link.key.to_hex();
+    let Some(record) = hyperos_p2p::shares::share_of(state.root(), &key) else {
+        bail!("nothing here shares dat://{key}; `hyperos shares` lists what is shared");
+    };
+    if record.is_alive() {
+        signal_term(record.pid);
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while record.is_alive() {
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "the {} process {} did not stop within 15 s; kill it (kill -9 {})",
+                    record.kind.name(),
+                    record.pid,
+                    record.pid
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Gone, or stale: the record goes either way.
+    record.remove(state.root());
+    println!("Stopped {} of dat://{key}.", record.kind.name());
+    Ok(0)
 }

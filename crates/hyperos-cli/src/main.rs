@@ -59,6 +59,10 @@ enum Command {
     SshConfig(vm::SshConfigArgs),
     /// Publish an image, directory or OCI archive under a key and serve it.
     Share(archive::ShareArgs),
+    /// List the archives this machine shares or seeds, and their tickets.
+    Shares(archive::SharesArgs),
+    /// Stop sharing or seeding an archive.
+    Unshare(archive::UnshareArgs),
     /// Fetch a whole `dat://` archive from peers and serve it to others.
     Seed(archive::SeedArgs),
     /// Mount a `dat://` archive lazily: only what is read is fetched.
@@ -91,6 +95,8 @@ fn main() {
         Command::Rm(args) => vm::rm(cli.state_dir, args),
         Command::SshConfig(args) => vm::ssh_config(cli.state_dir, args),
         Command::Share(args) => archive::share(cli.state_dir, args),
+        Command::Shares(args) => archive::shares(cli.state_dir, args),
+        Command::Unshare(args) => archive::unshare(cli.state_dir, args),
         Command::Seed(args) => archive::seed(cli.state_dir, args),
         Command::Mount(args) => archive::mount(cli.state_dir, args),
         Command::Mounts(args) => archive::mounts(cli.state_dir, args),

@@ -344,3 +344,81 @@ fn seed_serves_the_archive_after_the_sharer_is_gone() {
     assert!(!mounted(&mnt));
     seeder.stop();
 }
+
+#[test]
+fn share_daemon_is_listed_serves_and_unshare_stops_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tree(tmp.path());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+
+    // The command returns once the share serves, leaving it in the background.
+    let out = hyperos(&a)
+        .arg("share")
+        .arg(&tree)
+        .args(["--daemon", "--json", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shared: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = shared["key"].as_str().unwrap().to_owned();
+    let pid = shared["pid"].as_u64().unwrap() as u32;
+    // Running, not a zombie left for a reaper that may not come.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+    };
+    assert!(alive());
+
+    // Listed, and recorded where other commands read it.
+    let out = hyperos(&a).args(["shares", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = &list.as_array().unwrap()[0];
+    assert_eq!(entry["key"], key.as_str());
+    assert_eq!(entry["state"], "alive");
+    assert_eq!(entry["pid"], pid);
+    assert_eq!(entry["version"], 1);
+    assert_eq!(entry["path"], tree.to_str().unwrap());
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join(format!("shares/{key}/share.json"))).unwrap())
+            .unwrap();
+    assert_eq!(record["ticket"], shared["ticket"]);
+
+    // A second share in the same state directory is refused in one line.
+    let out = hyperos(&a)
+        .arg("share")
+        .arg(&tree)
+        .args(["--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("hyperos unshare"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // It serves: a mount reads through the recorded ticket.
+    let mut mount = hyperos(&b);
+    mount
+        .arg("mount")
+        .arg(format!("dat://{key}"))
+        .arg(&mnt)
+        .args(["--deadline", "10", "--bind", "127.0.0.1:0"])
+        .args(["--peer", record["ticket"].as_str().unwrap()]);
+    let mount = Running::start(mount);
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/debian_version")).unwrap(),
+        "12.7\n"
+    );
+    mount.stop();
+
+    // Unshare stops the process and removes the record.
+    let out = hyperos(&a).arg("unshare").arg(&key).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive());
+    let out = hyperos(&a).args(["shares", "--json"]).output().unwrap();
+    assert_eq!(text(&out.stdout).trim(), "[]");
+    let out = hyperos(&a).arg("unshare").arg(&key).output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("nothing here shares"));
+}

@@ -40,6 +40,7 @@
 pub mod fetch;
 pub mod node;
 pub mod progress;
+pub mod shares;
 pub mod state;
 pub mod ticket;
 pub mod wire;
@@ -47,4 +48,5 @@ pub mod wire;
 pub use fetch::{Archive, FetchError};
 pub use node::{DEFAULT_DEADLINE, DEFAULT_LIFETIME, Node, NodeConfig, NodeError, PublishOptions};
 pub use progress::Progress;
+pub use shares::{ShareKind, ShareRecord, local_shares};
 pub use ticket::{PeerTicket, TicketError};
