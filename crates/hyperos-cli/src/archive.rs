@@ -17,9 +17,48 @@ use hyperos_archive::{ArchiveLink, ArchiveSecret};
 use hyperos_mount::{ImageSource, ReadError};
 #[cfg(target_os = "linux")]
 use hyperos_p2p::{Archive, FetchError};
-use hyperos_p2p::{Node, NodeConfig, PeerTicket, PublishOptions, ShareKind, ShareRecord};
+use hyperos_p2p::{
+    DiscoveryConfig, Node, NodeConfig, PeerTicket, PublishOptions, ShareKind, ShareRecord,
+};
 use hyperos_vm::StateDir;
 use serde::{Deserialize, Serialize};
+
+/// How peers are found besides `--peer` tickets.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiscoveryArgs {
+    /// A Mainline DHT node to bootstrap from (repeatable; default: the
+    /// public bootstrap nodes).
+    #[arg(
+        long = "dht-bootstrap",
+        value_name = "HOST:PORT",
+        env = "HYPEROS_DHT_BOOTSTRAP",
+        value_delimiter = ','
+    )]
+    dht_bootstrap: Vec<String>,
+    /// Don't announce or look up peers on the Mainline DHT.
+    #[arg(long)]
+    no_dht: bool,
+    /// Don't announce or look up peers on the local network (mDNS).
+    #[arg(long)]
+    no_lan: bool,
+}
+
+impl DiscoveryArgs {
+    fn config(&self) -> anyhow::Result<DiscoveryConfig> {
+        for node in &self.dht_bootstrap {
+            if node
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                bail!("--dht-bootstrap {node:?} is not HOST:PORT (e.g. 192.0.2.1:6881)");
+            }
+        }
+        Ok(DiscoveryConfig {
+            dht: (!self.no_dht).then(|| self.dht_bootstrap.clone()),
+            lan: !self.no_lan,
+        })
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct ShareArgs {
@@ -32,6 +71,8 @@ pub struct ShareArgs {
     /// The UDP address to listen on (default: any, a random port).
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
+    #[command(flatten)]
+    discovery: DiscoveryArgs,
     /// Print the link and ticket as one JSON line.
     #[arg(long)]
     json: bool,
@@ -45,12 +86,15 @@ pub struct ShareArgs {
 pub struct SeedArgs {
     /// The archive: `dat://<key>` or `dat://<key>+<version>`.
     link: String,
-    /// A peer to fetch from (its ticket, as `hyperos share` prints it).
-    #[arg(long = "peer", value_name = "TICKET", required = true)]
+    /// A peer to fetch from (its ticket, as `hyperos share` prints it);
+    /// others are found on the DHT and the LAN.
+    #[arg(long = "peer", value_name = "TICKET")]
     peers: Vec<String>,
     /// The UDP address to listen on (default: any, a random port).
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
+    #[command(flatten)]
+    discovery: DiscoveryArgs,
     /// Print one JSON line when the whole archive is here.
     #[arg(long)]
     json: bool,
@@ -62,7 +106,8 @@ pub struct MountArgs {
     link: String,
     /// Where to mount the filesystem inside the image (an empty directory).
     dir: PathBuf,
-    /// A peer to fetch from (its ticket, as `hyperos share` prints it).
+    /// A peer to fetch from (its ticket, as `hyperos share` prints it);
+    /// others are found on the DHT and the LAN.
     #[arg(long = "peer", value_name = "TICKET")]
     peers: Vec<String>,
     /// Keep nothing of the image on disk.
@@ -74,6 +119,8 @@ pub struct MountArgs {
     /// The UDP address to listen on (default: any, a random port).
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
+    #[command(flatten)]
+    discovery: DiscoveryArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -171,6 +218,7 @@ pub fn share(state_dir: Option<PathBuf>, args: ShareArgs) -> anyhow::Result<i32>
     runtime.block_on(async {
         let mut config = NodeConfig::new(state.root().join("p2p"));
         config.bind = args.bind;
+        config.discovery = args.discovery.config()?;
         let node = Node::spawn(config).await?;
         let mut options = PublishOptions::new(prepared.fs_type);
         options.oci = prepared.oci.clone();
@@ -185,6 +233,7 @@ pub fn share(state_dir: Option<PathBuf>, args: ShareArgs) -> anyhow::Result<i32>
         let manifest = signed.verify(&secret.public(), now, None)?;
         let ticket = node.ticket().await;
         let key = secret.public();
+        node.announce(&key).await;
         let record = ShareRecord {
             key: key.to_hex(),
             link: link.to_string(),
@@ -385,11 +434,20 @@ pub fn seed(state_dir: Option<PathBuf>, args: SeedArgs) -> anyhow::Result<i32> {
     runtime.block_on(async {
         let mut config = NodeConfig::new(state.root().join("p2p"));
         config.bind = args.bind;
+        config.discovery = args.discovery.config()?;
         let node = Node::spawn(config).await?;
-        let archive = node.open(link, &peers).await?;
+        let archive = match node.open(link, &peers).await {
+            Ok(archive) => archive,
+            Err(e) => {
+                // Closed properly, the endpoint logs no error of its own.
+                node.shutdown().await;
+                return Err(e.into());
+            }
+        };
         let manifest = archive.manifest().clone();
         let chunks = archive.index().len() as u64;
         let ticket = node.ticket().await;
+        node.announce(&manifest.archive).await;
         let this = format!("dat://{}+{}", manifest.archive, manifest.version);
         let record = ShareRecord {
             key: manifest.archive.to_hex(),
@@ -534,10 +592,18 @@ pub fn mount(state_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<i32>
     let result = runtime.block_on(async {
         let mut config = NodeConfig::new(state.root().join("p2p"));
         config.bind = args.bind;
+        config.discovery = args.discovery.config()?;
         config.ram = args.ram;
         config.deadline = Duration::from_secs(args.deadline.max(1));
         let node = Node::spawn(config).await?;
-        let archive = node.open(link, &peers).await?;
+        let archive = match node.open(link, &peers).await {
+            Ok(archive) => archive,
+            Err(e) => {
+                // Closed properly, the endpoint logs no error of its own.
+                node.shutdown().await;
+                return Err(e.into());
+            }
+        };
         let manifest = archive.manifest().clone();
         let source = std::sync::Arc::new(ArchiveSource {
             archive,

@@ -422,3 +422,81 @@ fn share_daemon_is_listed_serves_and_unshare_stops_it() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("nothing here shares"));
 }
+
+/// A Mainline DHT of five nodes on loopback (no internet here), as a
+/// comma-separated bootstrap list.
+fn local_dht() -> (mainline::Testnet, String) {
+    let testnet = mainline::Testnet::builder(5)
+        .bind_address(std::net::Ipv4Addr::LOCALHOST)
+        .build()
+        .unwrap();
+    let bootstrap = testnet.bootstrap.join(",");
+    (testnet, bootstrap)
+}
+
+#[test]
+fn seed_and_mount_find_the_sharer_on_the_dht_without_a_ticket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tree(tmp.path());
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let (_dht, bootstrap) = local_dht();
+    let with_dht = |state: &Path| {
+        let mut c = hyperos(state);
+        c.env("HYPEROS_DHT_BOOTSTRAP", &bootstrap);
+        c
+    };
+
+    let mut share = with_dht(&a);
+    share
+        .arg("share")
+        .arg(&tree)
+        .args(["--json", "--no-lan", "--bind", "127.0.0.1:0"]);
+    let sharer = Running::start(share);
+    let shared: serde_json::Value = serde_json::from_str(&sharer.first_line).unwrap();
+    let key = shared["key"].as_str().unwrap().to_owned();
+
+    // Without the DHT nothing is found, in one line that says what to do.
+    let out = hyperos(&b)
+        .args(["seed", &format!("dat://{key}"), "--no-dht", "--no-lan"])
+        .args(["--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("--peer") && err.contains("no peer"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // B finds A by the archive's topic alone and fetches everything.
+    let mut seed = with_dht(&b);
+    seed.args(["seed", &format!("dat://{key}"), "--json", "--no-lan"])
+        .args(["--bind", "127.0.0.1:0"]);
+    let seeder = Running::start(seed);
+    let seeded: serde_json::Value = serde_json::from_str(&seeder.first_line).unwrap();
+    assert_eq!(seeded["key"], key.as_str());
+    assert_eq!(seeded["bytes"], shared["image_len"]);
+    sharer.stop();
+
+    // C finds B (A is gone) and reads every file.
+    let mut mount = with_dht(&c);
+    mount
+        .arg("mount")
+        .arg(format!("dat://{key}"))
+        .arg(&mnt)
+        .args(["--deadline", "20", "--no-lan", "--bind", "127.0.0.1:0"]);
+    let mount = Running::start(mount);
+    assert!(
+        mount.first_line.starts_with("Mounted dat://"),
+        "{}",
+        mount.first_line
+    );
+    assert_same_tree(&tree, &mnt);
+    mount.stop();
+    assert!(!mounted(&mnt));
+    seeder.stop();
+}

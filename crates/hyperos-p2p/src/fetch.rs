@@ -15,6 +15,7 @@ use iroh_blobs::protocol::{ChunkRanges, ChunkRangesExt, GetRequest};
 use tokio::task::JoinSet;
 use tracing::{debug, info, instrument, warn};
 
+use crate::discovery::Found;
 use crate::node::{Inner, Node, NodeError, archive_tag, iroh_hash, lock, now_unix, store_err};
 use crate::progress::Counters;
 use crate::ticket::PeerTicket;
@@ -22,6 +23,12 @@ use crate::wire::{self, ManifestRequest, ManifestResponse};
 
 /// How many range requests one read keeps in flight.
 const MAX_PARALLEL: usize = 16;
+
+/// How long a lookup on the DHT and the LAN keeps adding peers.
+const LOOKUP_WINDOW: Duration = Duration::from_secs(120);
+
+/// After the first peer found, how long `open` waits for more.
+const LOOKUP_GRACE: Duration = Duration::from_millis(700);
 
 /// Errors opening or reading an archive.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +38,7 @@ pub enum FetchError {
     Node(#[from] NodeError),
     /// No peer and no local copy had a manifest that verified.
     #[error(
-        "no peer had a valid manifest of archive {archive} (tried {tried}; last problem: {last}); check the key and the peer tickets"
+        "no peer had a valid manifest of archive {archive} (tried {tried}; last problem: {last}); check the key, or give the ticket of a peer that has it (--peer)"
     )]
     NoManifest {
         archive: hyperos_archive::ArchiveKey,
@@ -122,7 +129,11 @@ impl Node {
 
         let mut good: Vec<Peer> = Vec::new();
         let mut best: Option<(SignedManifest, Manifest)> = None;
-        let mut last_problem = String::from("no peer given");
+        let mut last_problem = String::from(if inner.discovery.enabled() {
+            "no peer given, and none found on the DHT or the LAN"
+        } else {
+            "no peer given"
+        });
         let consider = |signed: SignedManifest,
                         best: &mut Option<(SignedManifest, Manifest)>,
                         seen: Option<LastSeen>|
@@ -136,6 +147,36 @@ impl Node {
             }
             Ok(())
         };
+        // Peers found on the DHT or the LAN: with no ticket given, wait for
+        // the first (up to the deadline) and a moment for more; the rest join
+        // the open archive as they are found.
+        let own_id = inner.endpoint.id();
+        let mut found = inner
+            .discovery
+            .enabled()
+            .then(|| inner.discovery.lookup(&key, LOOKUP_WINDOW));
+        let mut candidates: Vec<PeerTicket> = peers.to_vec();
+        let mut found_manifests = Vec::new();
+        if peers.is_empty()
+            && let Some(rx) = found.as_mut()
+        {
+            let first_by = tokio::time::Instant::now() + inner.deadline;
+            let mut until = first_by;
+            loop {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(Found::Peer(t))) => {
+                        if t.id != own_id && !candidates.iter().any(|c| c.id == t.id) {
+                            debug!(peer = %t.id, "found a peer");
+                            candidates.push(t);
+                            until = until.min(tokio::time::Instant::now() + LOOKUP_GRACE);
+                        }
+                    }
+                    Ok(Some(Found::Manifest(m))) => found_manifests.push(m),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        let peers = &candidates[..];
         let mut asks = JoinSet::new();
         for peer in peers {
             let inner = inner.clone();
@@ -180,6 +221,11 @@ impl Node {
                     last_problem = format!("peer {} did not answer in time", addr.id);
                     good.push(Peer { addr });
                 }
+            }
+        }
+        for signed in found_manifests {
+            if let Err(e) = consider(signed, &mut best, last_seen) {
+                last_problem = format!("the manifest found on the DHT: {e}");
             }
         }
         if best.is_none()
@@ -230,6 +276,19 @@ impl Node {
             dropped: Arc::default(),
             deadline: inner.deadline,
         };
+        // Peers found from now on join (also while the index is fetched).
+        if let Some(mut rx) = found {
+            let archive = archive.clone();
+            tokio::spawn(async move {
+                while let Some(found) = rx.recv().await {
+                    if let Found::Peer(t) = found
+                        && t.id != own_id
+                    {
+                        archive.add_peer(&t);
+                    }
+                }
+            });
+        }
         let index = tokio::time::timeout(archive.deadline, archive.fetch_index())
             .await
             .map_err(|_| FetchError::Timeout {
@@ -251,10 +310,11 @@ impl Node {
             chunks = index.len(),
             "archive open"
         );
-        Ok(Archive {
+        let archive = Archive {
             index: Arc::new(index),
             ..archive
-        })
+        };
+        Ok(archive)
     }
 }
 

@@ -37,6 +37,7 @@
 //! version of every archive is persisted before it is used, so a restart
 //! never accepts an older one; every read ends by its deadline.
 
+pub mod discovery;
 pub mod fetch;
 pub mod node;
 pub mod progress;
@@ -45,6 +46,7 @@ pub mod state;
 pub mod ticket;
 pub mod wire;
 
+pub use discovery::DiscoveryConfig;
 pub use fetch::{Archive, FetchError};
 pub use node::{DEFAULT_DEADLINE, DEFAULT_LIFETIME, Node, NodeConfig, NodeError, PublishOptions};
 pub use progress::Progress;

@@ -20,6 +20,7 @@ use iroh_blobs::api::blobs::AddBytesOptions;
 use iroh_blobs::{BlobFormat, BlobsProtocol};
 use tracing::{debug, info, instrument, warn};
 
+use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::progress::{Counters, Progress};
 use crate::state::{StateDir, StateError};
 use crate::ticket::PeerTicket;
@@ -45,6 +46,8 @@ pub struct NodeConfig {
     pub ram: bool,
     /// How long one read may take before it fails.
     pub deadline: Duration,
+    /// Finding peers on the DHT and the LAN (default: off, tickets only).
+    pub discovery: DiscoveryConfig,
 }
 
 impl NodeConfig {
@@ -55,6 +58,7 @@ impl NodeConfig {
             bind: None,
             ram: false,
             deadline: DEFAULT_DEADLINE,
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -146,6 +150,8 @@ pub(crate) struct Inner {
     pub served: Mutex<HashMap<[u8; 32], Served>>,
     /// Open connections of the blobs protocol, by peer.
     pub connections: Mutex<HashMap<EndpointId, Connection>>,
+    /// The DHT and LAN discovery services.
+    pub discovery: Discovery,
 }
 
 impl Inner {
@@ -236,6 +242,7 @@ impl Node {
             counters: Counters::default(),
             served: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
+            discovery: Discovery::start(&config.discovery).await,
         });
         for (name, bytes) in inner.state.manifests()? {
             match SignedManifest::decode(&bytes).ok().and_then(|s| {
@@ -415,10 +422,22 @@ impl Node {
         Ok((signed, ArchiveLink::at_version(key, version)))
     }
 
+    /// Announces on the DHT and the LAN (as configured) that this node
+    /// serves the archive `key`, with the latest manifest it serves, until
+    /// shutdown.
+    pub async fn announce(&self, key: &ArchiveKey) {
+        let ticket = self.ticket().await;
+        let served = lock(&self.inner.served)
+            .get(key.discovery_topic().as_bytes())
+            .map(|s| (s.version, s.signed.clone()));
+        self.inner.discovery.announce(key, &ticket, served);
+    }
+
     /// Stops serving, closes the endpoint and shuts the store down (its
     /// files are then free for another node).
     #[instrument(skip_all)]
     pub async fn shutdown(self) {
+        self.inner.discovery.shutdown();
         if let Err(e) = self.router.shutdown().await {
             warn!("shutting down the node: {e}");
         }
