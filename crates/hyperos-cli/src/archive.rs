@@ -76,6 +76,10 @@ pub struct ShareArgs {
     /// Print the link and ticket as one JSON line.
     #[arg(long)]
     json: bool,
+    /// Byte ranges of the image a mount should fetch first, in the background:
+    /// a file with one `OFFSET LENGTH` per line (bytes; `#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    prefetch: Option<PathBuf>,
     /// Serve in the background: print the link and ticket, then return
     /// (`hyperos shares` lists it, `hyperos unshare KEY` stops it).
     #[arg(long)]
@@ -113,6 +117,10 @@ pub struct MountArgs {
     /// Keep nothing of the image on disk.
     #[arg(long)]
     ram: bool,
+    /// What to fetch in the background, at low priority: `list` (the ranges
+    /// the publisher listed), `all` (the whole image) or `none`.
+    #[arg(long, value_enum, default_value = "list")]
+    prefetch: PrefetchMode,
     /// Seconds a read may wait for peers before it fails with EIO.
     #[arg(long, default_value_t = 30)]
     deadline: u64,
@@ -121,6 +129,40 @@ pub struct MountArgs {
     bind: Option<SocketAddr>,
     #[command(flatten)]
     discovery: DiscoveryArgs,
+}
+
+/// What a mount fetches in the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrefetchMode {
+    None,
+    List,
+    All,
+}
+
+/// Reads a prefetch list: one `OFFSET LENGTH` (bytes) per line.
+fn read_prefetch(path: &Path) -> anyhow::Result<Vec<std::ops::Range<u64>>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read the prefetch list {}", path.display()))?;
+    let mut ranges = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace().map(str::parse::<u64>);
+        match (words.next(), words.next(), words.next()) {
+            (Some(Ok(offset)), Some(Ok(len)), None) if len > 0 => {
+                ranges.push(offset..offset.saturating_add(len));
+            }
+            _ => bail!(
+                "line {} of {} is not `OFFSET LENGTH` in bytes (e.g. `0 1048576`): {line:?}",
+                n + 1,
+                path.display()
+            ),
+        }
+    }
+    ranges.sort_by_key(|r| r.start);
+    Ok(ranges)
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,6 +249,7 @@ pub fn share(state_dir: Option<PathBuf>, args: ShareArgs) -> anyhow::Result<i32>
         .as_deref()
         .map(|key| load_secret(&state, key))
         .transpose()?;
+    let prefetch = args.prefetch.as_deref().map(read_prefetch).transpose()?;
     let work = state.root().join("share-work");
     std::fs::create_dir_all(&work)?;
     let prepared = hyperos_imagefs::prepare(&args.path, &work)?;
@@ -222,6 +265,7 @@ pub fn share(state_dir: Option<PathBuf>, args: ShareArgs) -> anyhow::Result<i32>
         let node = Node::spawn(config).await?;
         let mut options = PublishOptions::new(prepared.fs_type);
         options.oci = prepared.oci.clone();
+        options.prefetch = prefetch.unwrap_or_default();
         let (signed, link) = node.publish(&prepared.path, &secret, options).await?;
         if prepared.temporary {
             let _ = std::fs::remove_file(&prepared.path);
@@ -605,6 +649,15 @@ pub fn mount(state_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<i32>
             }
         };
         let manifest = archive.manifest().clone();
+        let ranges = match args.prefetch {
+            PrefetchMode::None => Vec::new(),
+            PrefetchMode::List => manifest.prefetch.clone(),
+            PrefetchMode::All => std::iter::once(0..manifest.image_len).collect(),
+        };
+        if !ranges.is_empty() {
+            let archive = archive.clone();
+            tokio::spawn(async move { archive.prefetch(&ranges).await });
+        }
         let source = std::sync::Arc::new(ArchiveSource {
             archive,
             handle: handle.clone(),

@@ -500,3 +500,104 @@ fn seed_and_mount_find_the_sharer_on_the_dht_without_a_ticket() {
     assert!(!mounted(&mnt));
     seeder.stop();
 }
+
+/// Waits until the mount at `dir` has fetched at least `bytes`, or `secs`
+/// pass; returns what it fetched.
+fn fetched_by(state: &Path, dir: &Path, bytes: u64, secs: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let fetched = mount_progress(state, dir)["progress"]["bytes_fetched"]
+            .as_u64()
+            .unwrap();
+        if fetched >= bytes || Instant::now() > deadline {
+            return fetched;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn prefetch_list_and_all_fetch_in_the_background() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tree(tmp.path());
+    // 4 MiB that do not compress, so the image is larger than the list.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(tree.join("noise.bin"), noise).unwrap();
+    let a = tmp.path().join("a");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+
+    // A list that is not `OFFSET LENGTH` is refused in one line.
+    let bad = tmp.path().join("bad.list");
+    std::fs::write(&bad, "0 10\nten bytes\n").unwrap();
+    let out = hyperos(&a)
+        .arg("share")
+        .arg(&tree)
+        .arg("--prefetch")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("line 2") && err.contains("OFFSET LENGTH"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // The publisher lists 1 MiB from 2 MiB on (inside noise.bin).
+    let list = tmp.path().join("prefetch.list");
+    std::fs::write(&list, "# the middle of noise.bin\n2097152 1048576\n").unwrap();
+    let mut share = hyperos(&a);
+    share
+        .arg("share")
+        .arg(&tree)
+        .arg("--prefetch")
+        .arg(&list)
+        .args(["--json", "--no-dht", "--no-lan", "--bind", "127.0.0.1:0"]);
+    let sharer = Running::start(share);
+    let shared: serde_json::Value = serde_json::from_str(&sharer.first_line).unwrap();
+    let key = shared["key"].as_str().unwrap().to_owned();
+    let image_len = shared["image_len"].as_u64().unwrap();
+    let ticket = shared["ticket"].as_str().unwrap().to_owned();
+
+    let mount = |state: &Path, mode: &str| {
+        let mut c = hyperos(state);
+        c.arg("mount")
+            .arg(format!("dat://{key}"))
+            .arg(&mnt)
+            .args(["--prefetch", mode, "--no-dht", "--no-lan"])
+            .args(["--bind", "127.0.0.1:0", "--peer", &ticket]);
+        Running::start(c)
+    };
+    // Nothing read, but mounting reads a little: no prefetch stays well
+    // under the listed 1 MiB...
+    let m = mount(&tmp.path().join("none"), "none");
+    let none = fetched_by(&tmp.path().join("none"), &mnt, 1 << 20, 3);
+    m.stop();
+    assert!(none < 1 << 20, "fetched {none} without prefetch");
+    // ...the default fetches the list...
+    let m = mount(&tmp.path().join("list"), "list");
+    let listed = fetched_by(&tmp.path().join("list"), &mnt, 1 << 20, 30);
+    m.stop();
+    assert!(listed >= 1 << 20, "fetched {listed} of the listed 1 MiB");
+    assert!(listed < image_len, "fetched {listed} of {image_len}");
+    // ...and `all` the whole image, which then reads with the sharer gone.
+    let state = tmp.path().join("all");
+    let m = mount(&state, "all");
+    let all = fetched_by(&state, &mnt, image_len, 60);
+    assert!(all >= image_len, "fetched {all} of {image_len}");
+    sharer.stop();
+    drop_caches();
+    assert_same_tree(&tree, &mnt);
+    m.stop();
+    assert!(!mounted(&mnt));
+}

@@ -1,6 +1,8 @@
 //! Opening an archive from peers and reading verified byte ranges of it.
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,28 @@ use crate::wire::{self, ManifestRequest, ManifestResponse};
 
 /// How many range requests one read keeps in flight.
 const MAX_PARALLEL: usize = 16;
+
+/// How many range requests the background prefetch keeps in flight.
+pub const PREFETCH_PARALLEL: usize = 2;
+
+/// How much of the image one prefetch step fetches.
+const PREFETCH_PIECE: u64 = 1 << 20;
+
+/// Counts a foreground read while it runs.
+struct Foreground<'a>(&'a AtomicUsize);
+
+impl<'a> Foreground<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Foreground<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// How long a lookup on the DHT and the LAN keeps adding peers.
 const LOOKUP_WINDOW: Duration = Duration::from_secs(120);
@@ -101,6 +125,8 @@ pub struct Archive {
     resting: Arc<Mutex<HashMap<EndpointId, Instant>>>,
     /// How many peers were dropped for sending bad data.
     dropped: Arc<std::sync::atomic::AtomicUsize>,
+    /// Foreground reads in progress (prefetch waits for none).
+    foreground: Arc<AtomicUsize>,
     deadline: Duration,
 }
 
@@ -274,6 +300,7 @@ impl Node {
             peers: Arc::new(Mutex::new(good)),
             resting: Arc::default(),
             dropped: Arc::default(),
+            foreground: Arc::default(),
             deadline: inner.deadline,
         };
         // Peers found from now on join (also while the index is fetched).
@@ -421,6 +448,7 @@ impl Archive {
     pub async fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, FetchError> {
         let end = offset.saturating_add(len).min(self.layout.image_len());
         let start = offset.min(end);
+        let _foreground = Foreground::enter(&self.foreground);
         tokio::time::timeout(self.deadline, self.read_range(start, end))
             .await
             .map_err(|_| FetchError::Timeout {
@@ -430,7 +458,48 @@ impl Archive {
             })?
     }
 
+    /// Fetches `ranges` of the image in the background, at low priority:
+    /// at most [`PREFETCH_PARALLEL`] requests in flight, and none started
+    /// while a foreground [`Archive::read`] is pending. Returns the bytes
+    /// made local; a piece that fails is skipped (a read fetches it later).
+    #[instrument(skip_all, fields(archive = %self.manifest.archive))]
+    pub async fn prefetch(&self, ranges: &[Range<u64>]) -> u64 {
+        let image_len = self.layout.image_len();
+        let mut done = 0u64;
+        for range in ranges {
+            let mut at = range.start.min(image_len);
+            let end = range.end.min(image_len);
+            while at < end {
+                let piece = at..(at + PREFETCH_PIECE).min(end);
+                while self.foreground.load(Ordering::Relaxed) > 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let fetched = tokio::time::timeout(
+                    self.deadline,
+                    self.fetch_range(piece.start, piece.end, PREFETCH_PARALLEL),
+                )
+                .await;
+                match fetched {
+                    Ok(Ok(_)) => done += piece.end - piece.start,
+                    Ok(Err(e)) => debug!(?piece, "prefetch skipped a piece: {e}"),
+                    Err(_) => debug!(?piece, "prefetch skipped a piece: no peer in time"),
+                }
+                at = piece.end;
+            }
+        }
+        info!(bytes = done, "prefetch done");
+        done
+    }
+
     async fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, FetchError> {
+        let cached = self.fetch_range(start, end, MAX_PARALLEL).await?;
+        Counters::add(&self.inner.counters.bytes_from_cache, cached);
+        self.export_range(start, end).await
+    }
+
+    /// Makes `start..end` of the image local with up to `parallel` requests
+    /// in flight; returns how many of its bytes were local already.
+    async fn fetch_range(&self, start: u64, end: u64, parallel: usize) -> Result<u64, FetchError> {
         let spans = self.layout.spans(start..end)?;
         let granularity = u64::from(self.layout.chunking().fetch_granularity);
         let mut jobs = JoinSet::new();
@@ -448,7 +517,7 @@ impl Archive {
                         g.end.min(span.range_in_chunk.end) - g.start.max(span.range_in_chunk.start);
                     cached += used;
                 } else {
-                    if jobs.len() >= MAX_PARALLEL
+                    if jobs.len() >= parallel
                         && let Some(done) = jobs.join_next().await
                     {
                         flatten(done)?;
@@ -464,7 +533,12 @@ impl Archive {
         while let Some(done) = jobs.join_next().await {
             flatten(done)?;
         }
-        Counters::add(&self.inner.counters.bytes_from_cache, cached);
+        Ok(cached)
+    }
+
+    /// The verified bytes `start..end` of the image, all local.
+    async fn export_range(&self, start: u64, end: u64) -> Result<Vec<u8>, FetchError> {
+        let spans = self.layout.spans(start..end)?;
         let mut out = Vec::with_capacity((end - start) as usize);
         for span in spans {
             let hash = self.chunk_hash(span.chunk)?;
