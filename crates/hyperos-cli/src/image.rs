@@ -22,6 +22,10 @@ pub struct BuildArgs {
     /// The guest PID 1 binary (default: build hyperos-init from this source tree).
     #[arg(long, value_name = "PATH")]
     init: Option<PathBuf>,
+    /// The guest's own `hyperos`, static, for mounts and containers in the VM
+    /// (default: build hyperos-cli from this source tree).
+    #[arg(long, value_name = "PATH")]
+    hyperos: Option<PathBuf>,
     /// The image configuration directory (default: image/ of this source tree).
     #[arg(long, value_name = "DIR")]
     image_dir: Option<PathBuf>,
@@ -70,7 +74,11 @@ fn build(args: BuildArgs) -> anyhow::Result<i32> {
     };
     let init = match args.init {
         Some(path) => path,
-        None => build_init(tree.as_deref())?,
+        None => build_for_guest(tree.as_deref(), &GuestBinary::INIT)?,
+    };
+    let guest_cli = match args.hyperos {
+        Some(path) => path,
+        None => build_for_guest(tree.as_deref(), &GuestBinary::CLI)?,
     };
     let out_dir = args.out.unwrap_or_else(|| image_dir.join("out"));
     let cache_dir = std::env::var_os("HYPEROS_IMAGE_CACHE")
@@ -81,6 +89,7 @@ fn build(args: BuildArgs) -> anyhow::Result<i32> {
         out_dir,
         cache_dir,
         init_binary: init,
+        guest_cli: Some(guest_cli),
         kernel: args.kernel,
         modules_dir: args.modules,
     };
@@ -89,35 +98,60 @@ fn build(args: BuildArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Builds the guest's PID 1 as a static musl binary with cargo.
-fn build_init(tree: Option<&Path>) -> anyhow::Result<PathBuf> {
-    const TARGET: &str = "x86_64-unknown-linux-musl";
-    let Some(tree) = tree else {
-        bail!("no HyperOS source tree to build hyperos-init from: pass --init PATH");
+/// A binary built from this source tree for the guest.
+struct GuestBinary {
+    package: &'static str,
+    bin: &'static str,
+    /// The cargo profile (see the workspace Cargo.toml).
+    profile: &'static str,
+    /// The option that passes a ready binary instead.
+    option: &'static str,
+}
+
+impl GuestBinary {
+    /// The guest's PID 1: small, built with `opt-level = "z"` and fat LTO.
+    const INIT: GuestBinary = GuestBinary {
+        package: "hyperos-init",
+        bin: "hyperos-init",
+        profile: "guest",
+        option: "--init",
     };
-    eprintln!("building hyperos-init for {TARGET}…");
+    /// The guest's `hyperos`: large, so thin LTO keeps its build short.
+    const CLI: GuestBinary = GuestBinary {
+        package: "hyperos-cli",
+        bin: "hyperos",
+        profile: "guest-cli",
+        option: "--hyperos",
+    };
+}
+
+/// Builds a guest binary as a static musl executable with cargo.
+fn build_for_guest(tree: Option<&Path>, binary: &GuestBinary) -> anyhow::Result<PathBuf> {
+    const TARGET: &str = "x86_64-unknown-linux-musl";
+    let GuestBinary {
+        package,
+        bin,
+        profile,
+        option,
+    } = binary;
+    let Some(tree) = tree else {
+        bail!("no HyperOS source tree to build {package} from: pass {option} PATH");
+    };
+    eprintln!("building {bin} for {TARGET}…");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
         .current_dir(tree)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "hyperos-init",
-            "--profile",
-            "guest",
-            "--target",
-            TARGET,
-        ])
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .args(["--profile", profile, "--target", TARGET])
         .status()
-        .context("running cargo to build hyperos-init (or pass --init PATH)")?;
+        .with_context(|| format!("running cargo to build {package} (or pass {option} PATH)"))?;
     if !status.success() {
         bail!(
-            "building hyperos-init failed; is the target installed? `rustup target add {TARGET}` (and `apt-get install musl-tools`)"
+            "building {package} failed; is the target installed? `rustup target add {TARGET}` (and `apt-get install musl-tools`)"
         );
     }
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| tree.join("target"));
-    Ok(target_dir.join(TARGET).join("guest/hyperos-init"))
+    Ok(target_dir.join(TARGET).join(profile).join(bin))
 }

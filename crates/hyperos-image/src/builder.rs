@@ -12,12 +12,16 @@ use crate::config::{self, ImageConfig};
 use crate::modules::ModuleTree;
 use crate::report::{BuildReport, KernelSource, OutputFile, PackageVersion, PartSize};
 use crate::rootfs::{self, Contents, Node, NodeKind, PackageFiles, Tree};
-use crate::{BuildOptions, IMAGE_INFO_PATH, ImageError, MODULES_LIST_PATH, deb, elf, kernel};
+use crate::{
+    BuildOptions, GUEST_CLI_PATH, IMAGE_INFO_PATH, ImageError, MODULES_LIST_PATH, deb, elf, kernel,
+};
 
 /// Where the image ships sftp-server; a link is added where dropbear looks.
 const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 const DROPBEAR: &str = "/usr/sbin/dropbear";
 const PID1: &str = "PID 1";
+/// The size report's line for the guest's `hyperos`.
+const GUEST_CLI: &str = "hyperos";
 const MODULES: &str = "modules";
 const OTHER: &str = "other";
 
@@ -79,6 +83,7 @@ impl<'a> Builder<'a> {
 
     pub(crate) fn run(self) -> Result<BuildReport, ImageError> {
         let init = self.read_init()?;
+        let guest_cli = self.read_guest_cli()?;
         if let Some(path) = &self.opts.kernel {
             // Fail before any download when the given kernel is unusable.
             kernel::read_bzimage(path)?;
@@ -133,6 +138,9 @@ impl<'a> Builder<'a> {
         // The tree.
         let mut tree = Tree::default();
         self.skeleton(&mut tree, init);
+        if let Some(bytes) = guest_cli {
+            tree.add(GUEST_CLI_PATH, Node::bytes(bytes, 0o755, GUEST_CLI));
+        }
         let mut taker = Taker::new(&files, &self.config);
         for component in &self.config.components {
             taker.component(&mut tree, component)?;
@@ -208,12 +216,26 @@ impl<'a> Builder<'a> {
             path: path.clone(),
             source,
         })?;
-        if let Ok(Some(deps)) = elf::read_deps(&bytes)
-            && (deps.interpreter.is_some() || !deps.needed.is_empty())
-        {
+        if !is_static(&bytes) {
             return Err(ImageError::InitNotStatic { path: path.clone() });
         }
         Ok(bytes)
+    }
+
+    /// The guest's `hyperos`, if one is to ship. It must be static too: the
+    /// image's glibc is there for the Debian programs, not for ours.
+    fn read_guest_cli(&self) -> Result<Option<Vec<u8>>, ImageError> {
+        let Some(path) = &self.opts.guest_cli else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path).map_err(|source| ImageError::GuestCli {
+            path: path.clone(),
+            source,
+        })?;
+        if !is_static(&bytes) {
+            return Err(ImageError::GuestCliNotStatic { path: path.clone() });
+        }
+        Ok(Some(bytes))
     }
 
     fn kernel_input(&self, staged: Option<&(Package, PathBuf)>) -> Result<KernelInput, ImageError> {
@@ -524,6 +546,15 @@ impl<'f> Taker<'f> {
         }
         .into())
     }
+}
+
+/// Whether an ELF file runs without a loader or shared libraries (anything
+/// that is not ELF is left to the kernel to judge).
+fn is_static(bytes: &[u8]) -> bool {
+    !matches!(
+        elf::read_deps(bytes),
+        Ok(Some(deps)) if deps.interpreter.is_some() || !deps.needed.is_empty()
+    )
 }
 
 /// A symlink target from `link` to `target`: the bare name in the same directory.

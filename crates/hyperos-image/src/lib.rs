@@ -1,12 +1,12 @@
 //! Builds the HyperOS boot image: a kernel and an `initrd.gz` whose PID 1 is
-//! `hyperos-init`.
+//! `hyperos-init`, with the guest's own `hyperos` at `/usr/bin/hyperos`.
 //!
 //! ```text
 //! image/image.toml ─┐                       ┌─▶ out/kernel      (bzImage)
 //! image/modules.list├─▶ apt (closure,        │
 //! image/include/    ┘   download, verify) ──▶ staging ──▶ tree ──▶ out/initrd.gz (cpio newc, gzip)
 //!                                            │                 └─▶ out/manifest.json
-//! --init, --kernel, --modules ───────────────┘
+//! --init, --hyperos, --kernel, --modules ────┘
 //! ```
 //!
 //! 1. [`apt`]: resolve the `Depends` closure of the configured packages with
@@ -45,6 +45,8 @@ pub use report::{BuildReport, KernelSource, OutputFile, PackageVersion, PartSize
 pub const MODULES_LIST_PATH: &str = "/etc/hyperos/modules";
 /// JSON describing the build, inside the image.
 pub const IMAGE_INFO_PATH: &str = "/etc/hyperos/image";
+/// Where the guest's `hyperos` goes.
+pub const GUEST_CLI_PATH: &str = "/usr/bin/hyperos";
 
 /// What to build and where.
 #[derive(Debug, Clone)]
@@ -57,6 +59,9 @@ pub struct BuildOptions {
     pub cache_dir: PathBuf,
     /// The static `hyperos-init` binary, installed as `/init`.
     pub init_binary: PathBuf,
+    /// The static `hyperos` binary the guest runs (mounts, containers),
+    /// installed as [`GUEST_CLI_PATH`]. Without it the image has none.
+    pub guest_cli: Option<PathBuf>,
     /// A bzImage to use instead of the Debian kernel package.
     pub kernel: Option<PathBuf>,
     /// A `/lib/modules/<kver>` tree to take modules from. Without it, modules
@@ -73,6 +78,7 @@ impl BuildOptions {
             cache_dir: image_dir.join("cache"),
             image_dir,
             init_binary,
+            guest_cli: None,
             kernel: None,
             modules_dir: None,
         }
@@ -110,6 +116,18 @@ pub enum ImageError {
         "the init binary {path} is dynamically linked: build hyperos-init for x86_64-unknown-linux-musl so it runs without a loader"
     )]
     InitNotStatic { path: PathBuf },
+    #[error(
+        "cannot read the guest's hyperos binary {path}: build hyperos-cli for x86_64-unknown-linux-musl and pass its path with --hyperos"
+    )]
+    GuestCli {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the guest's hyperos binary {path} is dynamically linked: build hyperos-cli for x86_64-unknown-linux-musl so it runs in the guest"
+    )]
+    GuestCliNotStatic { path: PathBuf },
     #[error(
         "package {package} has no {what}: the kernel package name in image/image.toml does not name a kernel image package"
     )]
