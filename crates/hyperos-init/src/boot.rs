@@ -100,6 +100,10 @@ pub fn run() -> ! {
         Err(err) => report(&mut agent, err),
     }
 
+    if let Err(err) = identity::ensure_machine_id() {
+        report(&mut agent, err);
+    }
+
     let host_key = match hostkey::ensure() {
         Ok(key) => Some(key),
         Err(err) => {
@@ -118,7 +122,9 @@ pub fn run() -> ! {
     };
     supervisor.start("dropbear", || {
         let mut dropbear = service_command("/usr/sbin/dropbear");
-        dropbear.args(["-F", "-E", "-s", "-g", "-p", "22", "-r", HOST_KEY]);
+        // -e: sessions inherit the environment `service_command` sets up
+        // (PATH, and the state directory for the guest's `hyperos`).
+        dropbear.args(["-F", "-E", "-e", "-s", "-g", "-p", "22", "-r", HOST_KEY]);
         dropbear
     });
 

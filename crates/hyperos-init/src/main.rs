@@ -14,6 +14,7 @@
 //!  config: fw_cfg JSON ∪ /proc/cmdline (fw_cfg wins, bad fields dropped)
 //!  hostname, /etc/hosts, /root/.ssh/authorized_keys
 //!  data disk (serial hyperos-data) → /var/lib/hyperos (mkfs only if blank)
+//!  /etc/machine-id (kept on the data disk; systemd-nspawn needs one)
 //!  host key (/var/lib/hyperos/ssh), created on first boot
 //!  lo up, eth0 up, supervise udhcpc ──(hook: ip, resolv.conf, lease.json, SIGHUP 1)
 //!  supervise dropbear

@@ -4,12 +4,18 @@
 //! hands it the unknown `key=value` words of the command line as its
 //! environment. Neither must reach a child: every child gets an empty signal
 //! mask, default dispositions, and a clean environment.
+//!
+//! That environment names the guest's state directory, the data disk, for
+//! the guest's own `hyperos` ([`STATE_DIR_ENV`]); dropbear passes it on to
+//! SSH sessions (`-e`), so `hyperos mount` over SSH keeps its cache there.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 /// `PATH` of every child.
 pub const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// The variable `hyperos` reads its state directory from.
+pub const STATE_DIR_ENV: &str = "HYPEROS_STATE_DIR";
 
 /// A command with a clean environment and signal state. Its stdin is
 /// `/dev/null`; stdout and stderr are the console, like PID 1's.
@@ -20,6 +26,7 @@ pub fn command(program: &str) -> Command {
         .env("PATH", PATH)
         .env("HOME", "/root")
         .env("TERM", "linux")
+        .env(STATE_DIR_ENV, crate::disk::DATA_DIR)
         .stdin(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe calls (sigemptyset, sigprocmask, signal), touching no
