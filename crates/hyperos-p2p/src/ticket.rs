@@ -73,6 +73,17 @@ impl PeerTicket {
         }
     }
 
+    /// The same node at other direct addresses (at most [`MAX_TICKET_ADDRS`]
+    /// are kept), for a reader that reaches the node through a NAT or port
+    /// forward: a guest under QEMU user networking reaches the host's
+    /// `127.0.0.1:PORT` at `10.0.2.2:PORT`.
+    pub fn with_addrs(&self, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        Self {
+            id: self.id,
+            addrs: addrs.into_iter().take(MAX_TICKET_ADDRS).collect(),
+        }
+    }
+
     /// The iroh address to connect to.
     pub fn endpoint_addr(&self) -> EndpointAddr {
         self.addrs
@@ -205,6 +216,28 @@ mod tests {
         assert_eq!(text.parse::<PeerTicket>().unwrap(), t);
         let addr = t.endpoint_addr();
         assert_eq!(PeerTicket::from_endpoint_addr(&addr), t);
+    }
+
+    #[test]
+    fn with_addrs_keeps_the_node_and_replaces_the_addresses() {
+        let t = ticket();
+        let guest: SocketAddr = "10.0.2.2:4242".parse().unwrap();
+        let moved = t.with_addrs([guest]);
+        assert_eq!(moved.id, t.id);
+        assert_eq!(moved.addrs, [guest]);
+        let text = moved.to_string();
+        assert_ne!(text, t.to_string());
+        assert_eq!(text.parse::<PeerTicket>().unwrap(), moved);
+
+        let many = (0..40u16).map(|port| SocketAddr::from(([10, 0, 2, 2], port)));
+        let capped = t.with_addrs(many);
+        assert_eq!(capped.addrs.len(), MAX_TICKET_ADDRS);
+        assert_eq!(capped.to_string().parse::<PeerTicket>().unwrap(), capped);
+        // No address is no ticket: it does not parse back.
+        assert_eq!(
+            t.with_addrs([]).to_string().parse::<PeerTicket>(),
+            Err(TicketError::NoAddress)
+        );
     }
 
     #[test]
