@@ -601,3 +601,108 @@ fn prefetch_list_and_all_fetch_in_the_background() {
     m.stop();
     assert!(!mounted(&mnt));
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn new(path: PathBuf, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        SmallDisk(path)
+    }
+
+    fn grow(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_and_leaves_a_sound_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..6_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(tree.join("noise.bin"), &noise).unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+
+    // Sharing onto a full disk: one line that says so.
+    let full = SmallDisk::new(tmp.path().join("full"), "2m");
+    let out = hyperos(&full.0)
+        .arg("share")
+        .arg(&tree)
+        .args(["--no-dht", "--no-lan", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("No space left"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("hyperos: ")).count(),
+        1,
+        "{err}"
+    );
+
+    let mut share = hyperos(&tmp.path().join("a"));
+    share
+        .arg("share")
+        .arg(&tree)
+        .args(["--json", "--no-dht", "--no-lan", "--bind", "127.0.0.1:0"]);
+    let sharer = Running::start(share);
+    let shared: serde_json::Value = serde_json::from_str(&sharer.first_line).unwrap();
+    let mount = || {
+        let mut c = hyperos(&full.0);
+        c.arg("mount")
+            .arg(format!("dat://{}", shared["key"].as_str().unwrap()))
+            .arg(&mnt)
+            .args([
+                "--deadline",
+                "5",
+                "--prefetch",
+                "none",
+                "--no-dht",
+                "--no-lan",
+            ])
+            .args(["--bind", "127.0.0.1:0", "--peer"])
+            .arg(shared["ticket"].as_str().unwrap());
+        Running::start(c)
+    };
+    // The cache fills up: the read fails with EIO, it does not hang.
+    let m = mount();
+    let err = std::fs::read(mnt.join("noise.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(5), "EIO: {err}");
+    m.stop();
+    assert!(!mounted(&mnt));
+    // With room again, the same cache serves every byte right.
+    full.grow("64m");
+    let m = mount();
+    drop_caches();
+    assert!(std::fs::read(mnt.join("noise.bin")).unwrap() == noise);
+    m.stop();
+    sharer.stop();
+}
