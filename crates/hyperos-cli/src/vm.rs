@@ -1,15 +1,14 @@
 //! The VM commands: init, boot, status, ip, pid, ssh, run, halt, kill, ps,
 //! logs, rm, ssh-config, and the hidden supervisor.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hyperos_ssh::{Endpoint, Session, UserKey};
 use hyperos_vm::accel::Accel;
 use hyperos_vm::instance::{self, DEFAULT_NAME, InstanceSpec, NetMode};
-use hyperos_vm::manager::{BootRequest, SupervisorLauncher};
-use hyperos_vm::paths::InstanceDir;
+use hyperos_vm::manager::BootRequest;
 use hyperos_vm::{Manager, Phase, StateDir, Status, VmError};
 use serde::Serialize;
 
@@ -105,21 +104,6 @@ pub struct SshArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// Instance name.
-    #[arg(short, long, env = "HYPEROS_INSTANCE", default_value = DEFAULT_NAME)]
-    name: String,
-    /// Command and arguments.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
-    command: Vec<String>,
-}
-
-#[derive(Debug, clap::Args)]
 pub struct HaltArgs {
     #[command(flatten)]
     name: NameArg,
@@ -150,9 +134,12 @@ pub struct LogsArgs {
 pub struct RmArgs {
     #[command(flatten)]
     name: NameArg,
-    /// Halt it first if it is running.
+    /// Don't ask (containers); halt it first if it is running (VMs).
     #[arg(short, long)]
     force: bool,
+    /// Remove the VM instance NAME even if a container has that name too.
+    #[arg(long)]
+    vm: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -197,68 +184,6 @@ pub fn init(state_dir: Option<PathBuf>, args: InitArgs) -> anyhow::Result<i32> {
     println!("  public key: {}", out.key.public_openssh());
     println!("  fingerprint: {}", out.key.fingerprint());
     Ok(0)
-}
-
-struct SelfLauncher {
-    state_dir: PathBuf,
-    command_ms: u64,
-}
-
-impl SupervisorLauncher for SelfLauncher {
-    fn launch(&self, dir: &InstanceDir, qemu: &Path, accel: Accel) -> Result<(), VmError> {
-        let exe = std::env::current_exe().map_err(|e| VmError::Io {
-            action: "find",
-            path: "the hyperos executable".into(),
-            source: e,
-        })?;
-        let log = std::fs::File::create(dir.supervisor_log()).map_err(|e| VmError::Io {
-            action: "create",
-            path: dir.supervisor_log(),
-            source: e,
-        })?;
-        let log2 = log.try_clone().map_err(|e| VmError::Io {
-            action: "open",
-            path: dir.supervisor_log(),
-            source: e,
-        })?;
-        let mut command = std::process::Command::new(exe);
-        command
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("-v")
-            .arg("__supervise")
-            .arg("--name")
-            .arg(dir.name())
-            .arg("--qemu")
-            .arg(qemu)
-            .arg("--accel")
-            .arg(accel.as_str())
-            .arg("--command-ms")
-            .arg(self.command_ms.to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setsid is async-signal-safe; it detaches the supervisor
-            // from the terminal so Ctrl-C or closing it leaves the VM running.
-            unsafe {
-                command.pre_exec(|| {
-                    libc::setsid();
-                    Ok(())
-                });
-            }
-        }
-        let mut child = command.spawn().map_err(|e| VmError::Io {
-            action: "start the supervisor for",
-            path: dir.path().to_owned(),
-            source: e,
-        })?;
-        // Reap it when it exits, so a long-lived front end keeps no zombie.
-        std::thread::spawn(move || child.wait());
-        Ok(())
-    }
 }
 
 #[derive(Serialize)]
@@ -318,10 +243,7 @@ pub fn boot(state_dir: Option<PathBuf>, args: BootArgs) -> anyhow::Result<i32> {
     if !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!("Booting {}…", args.name);
     }
-    let launcher = SelfLauncher {
-        state_dir: state.root().to_owned(),
-        command_ms,
-    };
+    let launcher = hyperos_vm::launcher::SelfExec::current(state.root(), command_ms)?;
     let booted = manager.boot(request, &launcher)?;
     if let Some(warning) = &booted.accel_warning {
         eprintln!("warning: {warning}");
@@ -428,6 +350,7 @@ fn ssh_target(spec: &InstanceSpec, status: &Status) -> anyhow::Result<(String, u
 
 #[derive(Serialize)]
 struct StatusJson<'a> {
+    kind: &'static str,
     name: &'a str,
     state: Phase,
     hostname: &'a str,
@@ -447,6 +370,7 @@ struct StatusJson<'a> {
 fn status_json<'a>(spec: &'a InstanceSpec, status: &'a Status) -> StatusJson<'a> {
     let record = status.record.as_ref();
     StatusJson {
+        kind: "vm",
         name: &spec.name,
         state: status.phase,
         hostname: &spec.hostname,
@@ -599,12 +523,20 @@ pub fn ssh(state_dir: Option<PathBuf>, args: SshArgs) -> anyhow::Result<i32> {
     Ok(status? as i32)
 }
 
-pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
+/// Runs `command` in an instance with this process's stdio (a PTY with
+/// `tty`) and returns its exit status: `hyperos run CMD…`, and the
+/// `hyperos run` of a container sent to the guest by `--vm`.
+pub fn run_command(
+    state_dir: Option<PathBuf>,
+    name: &str,
+    command: &[String],
+    tty: bool,
+) -> anyhow::Result<i32> {
     let manager = manager(state_dir)?;
-    let (runtime, session) = connect(&manager, &args.name)?;
-    let command = hyperos_ssh::client::shell_join(&args.command);
+    let (runtime, session) = connect(&manager, name)?;
+    let command = hyperos_ssh::client::shell_join(command);
     let status = runtime.block_on(async {
-        let status = session.attach(Some(&command), false).await;
+        let status = session.attach(Some(&command), tty).await;
         session.close().await;
         status
     });
@@ -627,23 +559,32 @@ pub fn kill(state_dir: Option<PathBuf>, args: NameArg) -> anyhow::Result<i32> {
 }
 
 pub fn ps(state_dir: Option<PathBuf>, args: PsArgs) -> anyhow::Result<i32> {
-    let list = manager(state_dir)?.list()?;
+    let manager = manager(state_dir)?;
+    let list = manager.list()?;
+    let containers = hyperos_run::Containers::new(manager.state_dir().root()).list()?;
     if args.json {
-        let rows: Vec<StatusJson> = list
+        let mut rows: Vec<serde_json::Value> = list
             .iter()
-            .map(|(spec, status)| status_json(spec, status))
-            .collect();
+            .map(|(spec, status)| serde_json::to_value(status_json(spec, status)))
+            .collect::<Result<_, _>>()?;
+        for container in &containers {
+            let mut row = serde_json::to_value(container)?;
+            row["kind"] = "container".into();
+            rows.push(row);
+        }
         output::json(&rows)?;
         return Ok(0);
     }
-    if list.is_empty() {
+    if list.is_empty() && containers.is_empty() {
         println!("No instances; `hyperos boot` starts one.");
         return Ok(0);
     }
-    println!(
-        "{:<16} {:<9} {:<20} {:<15} {:<8} {:>6}",
-        "NAME", "STATE", "HOSTNAME", "IP", "PID", "MEMORY"
-    );
+    if !list.is_empty() {
+        println!(
+            "{:<16} {:<9} {:<20} {:<15} {:<8} {:>6}",
+            "NAME", "STATE", "HOSTNAME", "IP", "PID", "MEMORY"
+        );
+    }
     for (spec, status) in &list {
         println!(
             "{:<16} {:<9} {:<20} {:<15} {:<8} {:>5}M",
@@ -654,6 +595,21 @@ pub fn ps(state_dir: Option<PathBuf>, args: PsArgs) -> anyhow::Result<i32> {
             status.qemu_pid().map_or("-".into(), |p| p.to_string()),
             spec.memory_mib
         );
+    }
+    if !containers.is_empty() {
+        if !list.is_empty() {
+            println!();
+        }
+        println!("{:<16} {:<9} {:<8} SOURCE", "CONTAINER", "STATE", "PID");
+        for c in &containers {
+            println!(
+                "{:<16} {:<9} {:<8} {}",
+                c.name,
+                c.state,
+                c.pid.map_or("-".into(), |p| p.to_string()),
+                c.source.as_deref().unwrap_or("-")
+            );
+        }
     }
     Ok(0)
 }
@@ -684,6 +640,10 @@ pub fn logs(state_dir: Option<PathBuf>, args: LogsArgs) -> anyhow::Result<i32> {
 pub fn rm(state_dir: Option<PathBuf>, args: RmArgs) -> anyhow::Result<i32> {
     let manager = manager(state_dir)?;
     let name = &args.name.name;
+    let containers = hyperos_run::Containers::new(manager.state_dir().root());
+    if !args.vm && containers.dir(name).path().is_dir() {
+        return crate::container::rm(&containers, name, args.force);
+    }
     if args.force && manager.status(name)?.phase.is_live() {
         manager.halt(name, Duration::from_secs(30))?;
     }

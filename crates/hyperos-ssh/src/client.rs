@@ -29,7 +29,7 @@ pub struct Output {
     pub status: u32,
 }
 
-struct Pinned {
+pub(crate) struct Pinned {
     expected: PublicKey,
     mismatch: Option<String>,
 }
@@ -59,7 +59,7 @@ impl client::Handler for Pinned {
 
 /// A logged-in SSH session.
 pub struct Session {
-    handle: Handle<Pinned>,
+    pub(crate) handle: Handle<Pinned>,
 }
 
 impl std::fmt::Debug for Session {

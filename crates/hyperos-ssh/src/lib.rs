@@ -8,12 +8,16 @@
 //! * [`client`]: connect with a pinned host key; run a command with its
 //!   output captured or attached to the terminal; an interactive shell
 //!   with a PTY that follows the terminal's size.
+//! * [`pty`]: a PTY session as channels of bytes and resizes, for front
+//!   ends that draw the terminal themselves (the desktop app's tabs).
 
 pub mod client;
 pub mod error;
 pub mod keys;
+pub mod pty;
 pub mod secrets;
 
 pub use client::{Endpoint, Output, Session};
 pub use error::SshError;
 pub use keys::{KeyStore, UserKey};
+pub use pty::{Pty, PtyInput, PtyOutput};

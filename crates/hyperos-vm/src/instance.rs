@@ -76,6 +76,18 @@ pub struct InstanceSpec {
     pub boot_timeout_secs: u64,
 }
 
+impl InstanceSpec {
+    /// Host and port of the guest's SSH server: the forwarded localhost
+    /// port (user networking), or port 22 at the guest's IP (bridged, once
+    /// known).
+    pub fn ssh_target(&self, ip: Option<&str>) -> Option<(String, u16)> {
+        match self.net {
+            NetMode::User => self.ssh_port.map(|port| ("127.0.0.1".to_owned(), port)),
+            NetMode::Bridged => ip.map(|ip| (ip.to_owned(), 22)),
+        }
+    }
+}
+
 /// Checks an instance name: it becomes a directory name.
 pub fn validate_name(name: &str) -> Result<(), VmError> {
     let ok = !name.is_empty()

@@ -20,6 +20,7 @@
 pub mod accel;
 pub mod error;
 pub mod instance;
+pub mod launcher;
 pub mod lease;
 pub mod manager;
 pub mod names;
