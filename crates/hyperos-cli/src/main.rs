@@ -3,6 +3,7 @@
 //! `main` only parses and dispatches; the work is in the library crates.
 
 mod archive;
+mod container;
 mod image;
 mod output;
 mod vm;
@@ -43,8 +44,10 @@ enum Command {
     Pid(vm::NameArg),
     /// Log in to an instance, or run a command there with `-- CMD…`.
     Ssh(vm::SshArgs),
-    /// Run a command in an instance and return its exit status.
-    Run(vm::RunArgs),
+    /// Run a container from a `dat://` link or an image (or a command in the VM).
+    Run(container::RunArgs),
+    /// Stop a running container.
+    Stop(container::StopArgs),
     /// Power an instance off gracefully (ACPI), killing it after a timeout.
     Halt(vm::HaltArgs),
     /// Kill an instance's VM at once.
@@ -53,7 +56,7 @@ enum Command {
     Ps(vm::PsArgs),
     /// Print an instance's console log (or QEMU's or the supervisor's).
     Logs(vm::LogsArgs),
-    /// Delete a stopped instance, its data disk included.
+    /// Delete a container's writable layer, or a stopped instance and its data disk.
     Rm(vm::RmArgs),
     /// Print an OpenSSH config snippet for an instance.
     SshConfig(vm::SshConfigArgs),
@@ -87,7 +90,8 @@ fn main() {
         Command::Ip(args) => vm::ip(cli.state_dir, args),
         Command::Pid(args) => vm::pid(cli.state_dir, args),
         Command::Ssh(args) => vm::ssh(cli.state_dir, args),
-        Command::Run(args) => vm::run(cli.state_dir, args),
+        Command::Run(args) => container::run(cli.state_dir, args),
+        Command::Stop(args) => container::stop(cli.state_dir, args),
         Command::Halt(args) => vm::halt(cli.state_dir, args),
         Command::Kill(args) => vm::kill(cli.state_dir, args),
         Command::Ps(args) => vm::ps(cli.state_dir, args),

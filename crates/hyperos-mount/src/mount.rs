@@ -45,6 +45,9 @@ impl MountedImage {
             umount(&self.dir, false)?;
             self.fs_mounted = false;
         }
+        // The loop device lets go of the FUSE file a moment after the
+        // filesystem on it is unmounted; until then the FUSE mount is busy.
+        wait_loop_released(&self.image_file(), std::time::Duration::from_secs(10));
         if let Some(session) = self.session.take() {
             session.umount_and_join().map_err(|e| MountError::Unmount {
                 path: self.fuse_dir.clone(),
@@ -152,5 +155,22 @@ fn umount(path: &Path, lazy: bool) -> Result<(), MountError> {
             path: path.to_owned(),
             why: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         })
+    }
+}
+
+/// Waits until no loop device is backed by `file` (or the timeout passes).
+fn wait_loop_released(file: &Path, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    let backed = || {
+        let Ok(entries) = std::fs::read_dir("/sys/block") else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            std::fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|b| Path::new(b.trim_end()) == file)
+        })
+    };
+    while backed() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

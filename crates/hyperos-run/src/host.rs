@@ -116,8 +116,13 @@ pub fn run(state_root: &Path, request: &RunRequest) -> anyhow::Result<i32> {
             path.display()
         );
     }
+    if let Source::Path(path) = &request.source {
+        // What it is, before anything is made for it.
+        hyperos_imagefs::detect(path)?;
+    }
     let dir = containers.dir(&name);
-    let _lock = dir.lock()?;
+    let created = !dir.path().exists();
+    let lock = dir.lock()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -167,7 +172,18 @@ pub fn run(state_root: &Path, request: &RunRequest) -> anyhow::Result<i32> {
     if request.volatile {
         let _ = std::fs::remove_dir_all(dir.volatile());
     }
-    if result.is_ok() {
+    if result.is_err() {
+        // Undo what was mounted before the failure; a container that never
+        // ran leaves nothing behind.
+        for mount in &record.mounts {
+            mounts::detach(mount);
+        }
+        let _ = std::fs::remove_file(dir.record());
+        if created {
+            drop(lock);
+            let _ = std::fs::remove_dir_all(dir.path());
+        }
+    } else {
         let _ = std::fs::remove_file(dir.record());
         let last = LastRun {
             source: record.source.clone(),
