@@ -218,3 +218,63 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// The Debian mirror apt uses here (deb822 or one-line sources), else
+/// deb.debian.org.
+pub fn debian_mirror() -> String {
+    let mut texts = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for entry in dir.flatten() {
+            texts.push(std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    texts.push(std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
+    for t in &texts {
+        for line in t.lines() {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let url = match w.as_slice() {
+                ["URIs:", url, ..] => url,
+                ["deb", rest @ ..] => match rest.iter().find(|x| x.starts_with("http")) {
+                    Some(url) => url,
+                    None => continue,
+                },
+                _ => continue,
+            };
+            if url.starts_with("http") && url.trim_end_matches('/').ends_with("/debian") {
+                return (*url).to_owned();
+            }
+        }
+    }
+    "http://deb.debian.org/debian".to_owned()
+}
+
+/// A Debian bookworm minbase root filesystem with `include`d packages,
+/// made once with debootstrap and kept under target/bench-cache/NAME
+/// (shared with the benchmarks).
+pub fn debian_rootfs(name: &str, include: &[&str]) -> PathBuf {
+    let cache = repo().join("target/bench-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let rootfs = cache.join(name);
+    let lock = std::fs::File::create(cache.join(".rootfs.lock")).unwrap();
+    lock.lock().unwrap();
+    if !rootfs.join("usr/bin/apt-get").exists() {
+        let tmp = cache.join(format!("{name}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let mut command = Command::new("debootstrap");
+        command.arg("--variant=minbase");
+        if !include.is_empty() {
+            command.arg(format!("--include={}", include.join(",")));
+        }
+        let out = command
+            .arg("bookworm")
+            .arg(&tmp)
+            .arg(debian_mirror())
+            .output()
+            .expect("debootstrap (apt-get install debootstrap)");
+        assert!(out.status.success(), "debootstrap: {}", text(&out.stderr));
+        let _ = std::fs::remove_dir_all(&rootfs);
+        std::fs::rename(&tmp, &rootfs).unwrap();
+    }
+    lock.unlock().unwrap();
+    rootfs
+}
