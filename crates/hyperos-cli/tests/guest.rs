@@ -2,7 +2,7 @@
 //! archive the host shares (reached through QEMU user networking, where the
 //! host is 10.0.2.2), then runs a container from it with systemd-nspawn on an
 //! overlay whose upper directory is on the data disk — what
-//! `hyperos run --vm` does inside the VM.
+//! `hyperos run --vm` does inside the VM. The guest shares a directory too.
 
 #![allow(clippy::unwrap_used)]
 
@@ -213,6 +213,30 @@ fn guest_mounts_a_host_share_and_runs_a_container_from_it() {
         "the write went to the data disk; unmounting left no mount and no loop device"
     );
     drop(sharer);
+
+    // The guest shares too: a directory becomes EROFS (mkfs.erofs is in the
+    // image), and with no keychain in the guest the archive's signing key
+    // falls back to a 0600 file on the data disk.
+    let shared = guest(
+        &env,
+        "guest",
+        "mkdir -p /tmp/s && echo made in the guest > /tmp/s/f && \
+         hyperos share /tmp/s --daemon --json --bind 127.0.0.1:0",
+    );
+    let shared: serde_json::Value = serde_json::from_str(shared.trim()).unwrap();
+    assert_eq!(shared["fs_type"], "erofs", "{shared}");
+    let guest_key = shared["key"].as_str().unwrap();
+    assert_eq!(
+        guest(
+            &env,
+            "guest",
+            &format!(
+                "stat -c %a /var/lib/hyperos/archives/{guest_key}.secret && \
+                 hyperos unshare {guest_key} >/dev/null && echo unshared"
+            )
+        ),
+        "600\nunshared\n"
+    );
 
     // The machine id lives on the data disk: the same after a reboot.
     env.ok(&["halt", "guest"]);
