@@ -32,6 +32,10 @@ fn build_into(out: &Path, init: &Path) -> BuildReport {
     let _guard = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let mut opts = BuildOptions::for_repo(&repo(), init.to_owned());
     opts.out_dir = out.to_owned();
+    let guest_cli = init.with_file_name("fake-hyperos");
+    if guest_cli.exists() {
+        opts.guest_cli = Some(guest_cli);
+    }
     build(&opts).unwrap_or_else(|e| panic!("build failed: {e}"))
 }
 
@@ -52,6 +56,7 @@ fn full_build_is_complete_and_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let init = dir.path().join("fake-init");
     std::fs::write(&init, b"a stand-in for hyperos-init\n").unwrap();
+    std::fs::write(dir.path().join("fake-hyperos"), b"a stand-in for hyperos\n").unwrap();
 
     let first = build_into(&dir.path().join("out1"), &init);
     println!("{first}");
@@ -94,6 +99,12 @@ fn full_build_is_complete_and_reproducible() {
         find("usr/libexec/hyperos/dhcp-hook").unwrap().link_target(),
         Some("/init")
     );
+
+    // The guest's own hyperos, with a line of its own in the report.
+    let cli = find("usr/bin/hyperos").unwrap();
+    assert_eq!(cli.mode & 0o777, 0o755);
+    assert_eq!(cli.data, b"a stand-in for hyperos\n");
+    assert!(first.parts.iter().any(|p| p.name == "hyperos"));
 
     // Merged /usr.
     for (link, target) in [
@@ -238,6 +249,33 @@ fn a_corrupt_kernel_is_refused() {
     assert!(!dir.path().join("cache").exists());
     assert!(err.to_string().contains("not an x86 bzImage"), "{err}");
     assert!(!dir.path().join("out/initrd.gz").exists());
+}
+
+#[test]
+fn a_missing_or_dynamic_guest_hyperos_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = dir.path().join("init");
+    std::fs::write(&init, b"init").unwrap();
+    let mut opts = BuildOptions::for_repo(&repo(), init);
+    opts.out_dir = dir.path().join("out");
+    opts.cache_dir = dir.path().join("cache");
+
+    opts.guest_cli = Some(dir.path().join("missing"));
+    let err = build(&opts).unwrap_err().to_string();
+    assert!(
+        err.contains("cannot read the guest's hyperos binary") && err.contains("--hyperos"),
+        "{err}"
+    );
+    // A glibc program would not run in the guest: refused, naming the fix.
+    opts.guest_cli = Some("/usr/bin/ls".into());
+    let err = build(&opts).unwrap_err().to_string();
+    assert!(
+        err.contains("dynamically linked") && err.contains("x86_64-unknown-linux-musl"),
+        "{err}"
+    );
+    // Refused before anything is downloaded or written.
+    assert!(!dir.path().join("cache").exists());
+    assert!(!dir.path().join("out").exists());
 }
 
 /// Boots the built kernel and initrd under QEMU (TCG) with a shell script as
