@@ -228,10 +228,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, UsageError> {
                     // `--vm INSTANCE SOURCE`: a name, then the source.
                     None => match args.get(i + 1) {
                         Some(next)
-                            if source.is_none()
-                                && !next.starts_with('-')
-                                && !is_source(next)
-                                && args.get(i + 2).is_some_and(|s| !s.starts_with('-')) =>
+                            if source.is_none() && !next.starts_with('-') && !is_source(next) =>
                         {
                             i += 1;
                             next.clone()
@@ -380,6 +377,8 @@ mod tests {
         let r = container(&["--vm", KEY, "--", "true"]);
         assert_eq!(r.vm.as_deref(), Some("default"));
         let r = container(&["--vm", "work", KEY, "--", "true"]);
+        assert_eq!(r.vm.as_deref(), Some("work"));
+        let r = container(&["--vm", "work", "--name", "x", KEY]);
         assert_eq!(r.vm.as_deref(), Some("work"));
         let r = container(&["--vm=work", KEY]);
         assert_eq!(r.vm.as_deref(), Some("work"));
