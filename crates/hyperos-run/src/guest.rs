@@ -16,37 +16,49 @@ pub const USER_NET_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 
 /// The peers a guest should fetch `request`'s archive from: the tickets
 /// given, and every running share of this archive in the host's state
-/// directory, both as they are (a bridged guest reaches them) and at
-/// [`USER_NET_HOST`] (a guest on user networking reaches the host's
-/// loopback there).
+/// directory. A ticket for this host's loopback also gets the same ports at
+/// [`USER_NET_HOST`], where a guest on user networking reaches them; the
+/// original addresses stay (a bridged guest reaches those).
 pub fn guest_peers(state_root: &Path, request: &RunRequest) -> anyhow::Result<Vec<String>> {
     let Source::Link(link) = &request.source else {
         anyhow::bail!(
             "--vm runs dat:// links: share the image first (`hyperos share PATH --daemon`) and run the link it prints"
         );
     };
-    let mut peers: Vec<String> = request.peers.clone();
+    let mut tickets = Vec::new();
+    for peer in &request.peers {
+        let ticket: PeerTicket = peer.parse()?;
+        tickets.push(ticket);
+    }
     for share in hyperos_p2p::local_shares(state_root) {
         if share.key != link.key.to_hex() {
             continue;
         }
-        let Ok(ticket) = share.ticket.parse::<PeerTicket>() else {
-            continue;
-        };
-        let ports: BTreeSet<u16> = ticket
-            .addrs
-            .iter()
-            .filter(|a| a.is_ipv4())
-            .map(SocketAddr::port)
-            .collect();
-        let mut addrs: Vec<SocketAddr> = ports
-            .into_iter()
-            .map(|port| SocketAddr::from((USER_NET_HOST, port)))
-            .collect();
-        addrs.extend(ticket.addrs.iter().copied());
-        peers.push(ticket.with_addrs(addrs).to_string());
+        if let Ok(ticket) = share.ticket.parse::<PeerTicket>() {
+            tickets.push(ticket);
+        }
     }
-    Ok(peers)
+    Ok(tickets.iter().map(|t| via_host(t).to_string()).collect())
+}
+
+/// `ticket` with, for each port it listens on over IPv4 on this host's
+/// loopback or any address, the same port at [`USER_NET_HOST`] first.
+fn via_host(ticket: &PeerTicket) -> PeerTicket {
+    let ports: BTreeSet<u16> = ticket
+        .addrs
+        .iter()
+        .filter(|a| a.is_ipv4() && (a.ip().is_loopback() || a.ip().is_unspecified()))
+        .map(SocketAddr::port)
+        .collect();
+    if ports.is_empty() {
+        return ticket.clone();
+    }
+    let mut addrs: Vec<SocketAddr> = ports
+        .into_iter()
+        .map(|port| SocketAddr::from((USER_NET_HOST, port)))
+        .collect();
+    addrs.extend(ticket.addrs.iter().copied());
+    ticket.with_addrs(addrs)
 }
 
 /// The `hyperos run` command line to run in the guest for `request`, with
@@ -146,6 +158,29 @@ mod tests {
             ..r
         };
         assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn loopback_tickets_are_reached_through_the_user_network_host() {
+        let ticket: PeerTicket =
+            "hyperospeerafhqhyhgv3ydba4hcjhxepmguapawnandnhjmjhknvxkehcg32ohoaiep4aaaaoe3q"
+                .parse()
+                .unwrap();
+        let local = ticket.with_addrs(["127.0.0.1:4000".parse().unwrap()]);
+        let via = via_host(&local);
+        assert_eq!(via.id, local.id);
+        assert_eq!(
+            via.addrs,
+            [
+                "10.0.2.2:4000".parse::<SocketAddr>().unwrap(),
+                "127.0.0.1:4000".parse().unwrap()
+            ]
+        );
+        let remote = ticket.with_addrs(["192.0.2.7:4000".parse().unwrap()]);
+        assert_eq!(via_host(&remote), remote);
+        let dir = tempfile::tempdir().unwrap();
+        let r = request(&["--vm", "--peer", &local.to_string(), KEY]);
+        assert_eq!(guest_peers(dir.path(), &r).unwrap(), [via.to_string()]);
     }
 
     #[test]
