@@ -506,6 +506,26 @@ fn stop_sigterm_and_kill_9_leave_nothing_behind_and_keep_synced_data() {
         "data\n"
     );
 
+    // Ctrl-C (SIGINT) to hyperos run
+    let mut running =
+        Running::start(state.cmd(&["run", "--name", "long", img, "--", "sh", "-c", long]));
+    let status = Command::new("kill")
+        .args(["-INT", &running.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(
+        "hyperos run to stop on SIGINT",
+        Duration::from_secs(20),
+        || running.child.try_wait().unwrap().is_some(),
+    );
+    assert!(
+        state.mounts().is_empty(),
+        "left mounted: {:?}",
+        state.mounts()
+    );
+    assert_eq!(container_state(&state, "long"), "stopped");
+
     // kill -9: nspawn goes with it; the next run cleans the mounts up.
     let mut running = Running::start(state.cmd(&[
         "run",
