@@ -49,6 +49,12 @@ const DHT_REANNOUNCE: Duration = Duration::from_secs(15 * 60);
 /// How soon a lookup asks the DHT again.
 const DHT_LOOKUP_AGAIN: Duration = Duration::from_secs(2);
 
+/// How often a peer seen on the DHT without a record is looked up again in
+/// the same round (a node announces itself and puts its record at once, so
+/// the record may land a moment after the announcement), and how soon.
+const RECORD_RETRIES: u32 = 2;
+const RECORD_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
 /// The largest BEP 44 value.
 const MAX_ITEM: usize = 1000;
 
@@ -325,6 +331,8 @@ impl Discovery {
     }
 }
 
+/// Announces the node and puts its records, all at once (each put is a
+/// query of its own that takes seconds).
 async fn dht_announce(
     dht: &AsyncDht,
     key: &ArchiveKey,
@@ -334,83 +342,126 @@ async fn dht_announce(
     manifest: Option<&(u64, SignedManifest)>,
 ) {
     let topic = key.discovery_topic();
-    match dht.announce_peer(info_hash(&topic), Some(port)).await {
-        Ok(_) => info!(%topic, port, "announced on the DHT"),
-        Err(e) => warn!("announcing on the DHT failed ({e}); peers can still use the ticket"),
-    }
-    let seq = i64::try_from(crate::node::now_unix().unwrap_or(0)).unwrap_or(i64::MAX);
-    let item = MutableItem::new(
-        signer.clone(),
-        ticket.as_bytes(),
-        seq,
-        Some(&peer_salt(port)),
-    );
-    if let Err(e) = dht.put_mutable(item, None).await {
-        debug!("putting the peer record on the DHT failed: {e}");
-    }
-    if let Some((version, signed)) = manifest {
-        let mut bytes = signed.encode();
-        if bytes.len() <= MAX_ITEM {
-            manifest_cipher(key, *version, &mut bytes);
-            let seq = i64::try_from(*version).unwrap_or(i64::MAX);
-            let item = MutableItem::new(signer.clone(), &bytes, seq, Some(b"manifest"));
-            if let Err(e) = dht.put_mutable(item, None).await {
-                debug!("putting the manifest on the DHT failed: {e}");
-            }
-        } else {
-            debug!(len = bytes.len(), "the manifest is too large for the DHT");
-        }
-    }
-}
-
-async fn dht_lookup(dht: &AsyncDht, key: &ArchiveKey, tx: &mpsc::Sender<Found>) {
-    let signer = record_signer(key).verifying_key().to_bytes();
-    let manifest = async {
-        if let Some(item) = dht
-            .get_mutable_most_recent(&signer, Some(b"manifest"))
-            .await
-            && let Ok(version) = u64::try_from(item.seq())
-        {
-            let mut bytes = item.value().to_vec();
-            manifest_cipher(key, version, &mut bytes);
-            if let Ok(signed) = SignedManifest::decode(&bytes) {
-                let _ = tx.send(Found::Manifest(signed)).await;
+    let announce = async {
+        match dht.announce_peer(info_hash(&topic), Some(port)).await {
+            Ok(_) => info!(%topic, port, "announced on the DHT"),
+            Err(e) => {
+                warn!("announcing on the DHT failed ({e}); peers can still use the ticket");
             }
         }
     };
-    let peers = async {
-        let mut seen_ports = HashSet::new();
-        let mut stream = dht.get_peers(info_hash(&key.discovery_topic()));
-        while let Some(batch) = stream.next().await {
-            for addr in batch {
-                if !seen_ports.insert(addr.port()) {
-                    continue;
-                }
-                let Some(item) = dht
-                    .get_mutable_most_recent(&signer, Some(&peer_salt(addr.port())))
-                    .await
-                else {
-                    debug!(%addr, "a DHT peer without a record");
-                    continue;
-                };
-                let Some(mut ticket) = std::str::from_utf8(item.value())
-                    .ok()
-                    .and_then(|t| t.parse::<PeerTicket>().ok())
-                else {
-                    continue;
-                };
-                let seen = SocketAddr::V4(addr);
-                if !ticket.addrs.contains(&seen) {
-                    ticket.addrs.insert(0, seen);
-                    ticket.addrs.truncate(crate::ticket::MAX_TICKET_ADDRS);
-                }
-                if tx.send(Found::Peer(ticket)).await.is_err() {
+    let record = async {
+        let seq = i64::try_from(crate::node::now_unix().unwrap_or(0)).unwrap_or(i64::MAX);
+        let item = MutableItem::new(
+            signer.clone(),
+            ticket.as_bytes(),
+            seq,
+            Some(&peer_salt(port)),
+        );
+        if let Err(e) = dht.put_mutable(item, None).await {
+            debug!("putting the peer record on the DHT failed: {e}");
+        }
+    };
+    let manifest = async {
+        let Some((version, signed)) = manifest else {
+            return;
+        };
+        let mut bytes = signed.encode();
+        if bytes.len() > MAX_ITEM {
+            debug!(len = bytes.len(), "the manifest is too large for the DHT");
+            return;
+        }
+        manifest_cipher(key, *version, &mut bytes);
+        let seq = i64::try_from(*version).unwrap_or(i64::MAX);
+        let item = MutableItem::new(signer.clone(), &bytes, seq, Some(b"manifest"));
+        if let Err(e) = dht.put_mutable(item, None).await {
+            debug!("putting the manifest on the DHT failed: {e}");
+        }
+    };
+    tokio::join!(announce, record, manifest);
+}
+
+/// One round of DHT lookups: the manifest record, the peers announced under
+/// the topic and, for each new port, its peer record, all at once. Items are
+/// passed on as they arrive: waiting for a query to finish means waiting
+/// for the nodes that no longer answer (a stopped peer's DHT node stays in
+/// others' routing tables for a while) to time out.
+async fn dht_lookup(dht: &AsyncDht, key: &ArchiveKey, tx: &mpsc::Sender<Found>) {
+    let signer = record_signer(key).verifying_key().to_bytes();
+    let manifest = async {
+        let mut newest = None;
+        let mut items = dht.get_mutable(&signer, Some(b"manifest"), None);
+        while let Some(item) = items.next().await {
+            let Ok(version) = u64::try_from(item.seq()) else {
+                continue;
+            };
+            if newest.is_some_and(|n| n >= version) {
+                continue;
+            }
+            let mut bytes = item.value().to_vec();
+            manifest_cipher(key, version, &mut bytes);
+            if let Ok(signed) = SignedManifest::decode(&bytes) {
+                newest = Some(version);
+                if tx.send(Found::Manifest(signed)).await.is_err() {
                     return;
                 }
             }
         }
     };
+    let peers = async {
+        let mut seen_ports = HashSet::new();
+        let mut records = tokio::task::JoinSet::new();
+        let mut stream = dht.get_peers(info_hash(&key.discovery_topic()));
+        while let Some(batch) = stream.next().await {
+            for addr in batch {
+                if seen_ports.insert(addr.port()) {
+                    records.spawn(peer_records(dht.clone(), signer, addr, tx.clone()));
+                }
+            }
+        }
+        while records.join_next().await.is_some() {}
+    };
     tokio::join!(manifest, peers);
+}
+
+/// Passes on every node id recorded for a peer seen on the DHT at `addr`,
+/// as a ticket with that address first.
+async fn peer_records(
+    dht: AsyncDht,
+    signer: [u8; 32],
+    addr: std::net::SocketAddrV4,
+    tx: mpsc::Sender<Found>,
+) {
+    let mut sent = HashSet::new();
+    for attempt in 0..=RECORD_RETRIES {
+        if attempt > 0 {
+            tokio::time::sleep(RECORD_RETRY_PAUSE).await;
+        }
+        let mut items = dht.get_mutable(&signer, Some(&peer_salt(addr.port())), None);
+        while let Some(item) = items.next().await {
+            let Some(mut ticket) = std::str::from_utf8(item.value())
+                .ok()
+                .and_then(|t| t.parse::<PeerTicket>().ok())
+            else {
+                continue;
+            };
+            if !sent.insert(ticket.id) {
+                continue;
+            }
+            let seen = SocketAddr::V4(addr);
+            if !ticket.addrs.contains(&seen) {
+                ticket.addrs.insert(0, seen);
+                ticket.addrs.truncate(crate::ticket::MAX_TICKET_ADDRS);
+            }
+            if tx.send(Found::Peer(ticket)).await.is_err() {
+                return;
+            }
+        }
+        if !sent.is_empty() {
+            return;
+        }
+    }
+    debug!(%addr, "a DHT peer without a record");
 }
 
 async fn lan_lookup(

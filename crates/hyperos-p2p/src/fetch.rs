@@ -1,6 +1,6 @@
 //! Opening an archive from peers and reading verified byte ranges of it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,7 @@ use iroh::endpoint::Connection;
 use iroh::{EndpointAddr, EndpointId};
 use iroh_blobs::api::remote::GetProgress;
 use iroh_blobs::protocol::{ChunkRanges, ChunkRangesExt, GetRequest};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, instrument, warn};
 
@@ -51,8 +52,16 @@ impl Drop for Foreground<'_> {
 /// How long a lookup on the DHT and the LAN keeps adding peers.
 const LOOKUP_WINDOW: Duration = Duration::from_secs(120);
 
-/// After the first peer found, how long `open` waits for more.
-const LOOKUP_GRACE: Duration = Duration::from_millis(700);
+/// After the first peer answered with a manifest that verifies, how long
+/// `open` waits for other answers (a newer version may be among them).
+const ANSWER_GRACE: Duration = Duration::from_millis(700);
+
+/// How long a peer that could not be reached goes last in line; doubled
+/// for each failure in a row, up to [`MAX_REST`].
+const UNREACHABLE_REST: Duration = Duration::from_secs(2);
+
+/// The longest a failing peer goes last in line.
+const MAX_REST: Duration = Duration::from_secs(60);
 
 /// Errors opening or reading an archive.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +120,17 @@ struct Peer {
     addr: EndpointAddr,
 }
 
+/// How a peer fared lately: failures in a row, and until when the other
+/// peers are asked first.
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    failures: u32,
+    rest_until: Instant,
+}
+
+/// What one manifest request came to: the peer and its answer.
+type Probe = (EndpointAddr, Result<ManifestResponse, String>);
+
 /// An open archive: a verified manifest and chunk index, and the peers to
 /// fetch from. Reads are verified before they return.
 #[derive(Debug, Clone)]
@@ -121,8 +141,8 @@ pub struct Archive {
     layout: ChunkLayout,
     index: Arc<ChunkIndex>,
     peers: Arc<Mutex<Vec<Peer>>>,
-    /// Peers that just failed, and until when to prefer the others.
-    resting: Arc<Mutex<HashMap<EndpointId, Instant>>>,
+    /// Peers that failed lately (absent: healthy).
+    health: Arc<Mutex<HashMap<EndpointId, Health>>>,
     /// How many peers were dropped for sending bad data.
     dropped: Arc<std::sync::atomic::AtomicUsize>,
     /// Foreground reads in progress (prefetch waits for none).
@@ -173,87 +193,85 @@ impl Node {
             }
             Ok(())
         };
-        // Peers found on the DHT or the LAN: with no ticket given, wait for
-        // the first (up to the deadline) and a moment for more; the rest join
-        // the open archive as they are found.
+        // Every candidate (tickets, then peers found on the DHT or the LAN)
+        // is asked at once, as it appears: a dead peer (a stale DHT record,
+        // a ticket of a stopped node) costs no time while another answers.
+        // With no ticket given, wait up to the deadline for the first; once
+        // a peer has answered with a manifest that verifies, wait a moment
+        // (`ANSWER_GRACE`) for others that may have a newer version. Peers
+        // still unanswered then are left to a background task that adds
+        // them when they answer.
         let own_id = inner.endpoint.id();
         let mut found = inner
             .discovery
             .enabled()
             .then(|| inner.discovery.lookup(&key, LOOKUP_WINDOW));
-        let mut candidates: Vec<PeerTicket> = peers.to_vec();
-        let mut found_manifests = Vec::new();
-        if peers.is_empty()
-            && let Some(rx) = found.as_mut()
-        {
-            let first_by = tokio::time::Instant::now() + inner.deadline;
-            let mut until = first_by;
-            loop {
-                match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(Found::Peer(t))) => {
-                        if t.id != own_id && !candidates.iter().any(|c| c.id == t.id) {
-                            debug!(peer = %t.id, "found a peer");
-                            candidates.push(t);
-                            until = until.min(tokio::time::Instant::now() + LOOKUP_GRACE);
-                        }
-                    }
-                    Ok(Some(Found::Manifest(m))) => found_manifests.push(m),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-        }
-        let peers = &candidates[..];
+        let request = ManifestRequest {
+            topic: *topic.as_bytes(),
+            min_version,
+        };
+        let mut asked: HashSet<EndpointId> = HashSet::from([own_id]);
         let mut asks = JoinSet::new();
         for peer in peers {
-            let inner = inner.clone();
-            let addr = peer.endpoint_addr();
-            let request = ManifestRequest {
-                topic: *topic.as_bytes(),
-                min_version,
-            };
-            asks.spawn(async move {
-                let answer =
-                    tokio::time::timeout(inner.deadline, ask_manifest(&inner, &addr, request))
-                        .await;
-                (addr, answer)
-            });
+            if asked.insert(peer.id) {
+                asks.spawn(probe(inner.clone(), peer.endpoint_addr(), request));
+            }
         }
-        while let Some(joined) = asks.join_next().await {
-            let Ok((addr, answer)) = joined else { continue };
-            match answer {
-                Ok(Ok(ManifestResponse::Found(signed))) => {
-                    match consider(signed, &mut best, last_seen) {
-                        Ok(()) => good.push(Peer { addr }),
-                        Err(source) => {
-                            let e = FetchError::BadManifest {
-                                peer: addr.id,
-                                source,
-                            };
-                            warn!("{e}");
-                            last_problem = e.to_string();
+        let wait_for_lookup = peers.is_empty();
+        let give_up = tokio::time::Instant::now() + inner.deadline;
+        let mut settle: Option<tokio::time::Instant> = None;
+        let mut unreachable: Vec<Peer> = Vec::new();
+        loop {
+            if settle.is_none() && best.is_some() && !good.is_empty() {
+                settle = Some(tokio::time::Instant::now() + ANSWER_GRACE);
+            }
+            if asks.is_empty() && !(wait_for_lookup && found.is_some()) {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(settle.unwrap_or(give_up)) => break,
+                Some(joined) = asks.join_next(), if !asks.is_empty() => {
+                    let Ok((addr, answer)) = joined else { continue };
+                    match answer {
+                        Ok(ManifestResponse::Found(signed)) => {
+                            match consider(signed, &mut best, last_seen) {
+                                Ok(()) => good.push(Peer { addr }),
+                                Err(source) => {
+                                    let e = FetchError::BadManifest {
+                                        peer: addr.id,
+                                        source,
+                                    };
+                                    warn!("{e}");
+                                    last_problem = e.to_string();
+                                }
+                            }
+                        }
+                        // Has no (new enough) manifest, but may hold chunks.
+                        Ok(ManifestResponse::None) => good.push(Peer { addr }),
+                        Err(e) => {
+                            debug!(peer = %addr.id, "manifest request failed: {e}");
+                            last_problem = format!("peer {}: {e}", addr.id);
+                            unreachable.push(Peer { addr });
                         }
                     }
                 }
-                Ok(Ok(ManifestResponse::None)) => {
-                    // Has no (new enough) manifest, but may still hold chunks.
-                    good.push(Peer { addr });
-                }
-                Ok(Err(e)) => {
-                    debug!(peer = %addr.id, "manifest request failed: {e}");
-                    last_problem = format!("peer {}: {e}", addr.id);
-                    good.push(Peer { addr });
-                }
-                Err(_) => {
-                    last_problem = format!("peer {} did not answer in time", addr.id);
-                    good.push(Peer { addr });
-                }
+                next = next_found(&mut found) => match next {
+                    Some(Found::Peer(t)) => {
+                        if asked.insert(t.id) {
+                            debug!(peer = %t.id, "found a peer");
+                            asks.spawn(probe(inner.clone(), t.endpoint_addr(), request));
+                        }
+                    }
+                    Some(Found::Manifest(m)) => {
+                        if let Err(e) = consider(m, &mut best, last_seen) {
+                            last_problem = format!("the manifest found on the DHT: {e}");
+                        }
+                    }
+                    None => found = None,
+                },
             }
         }
-        for signed in found_manifests {
-            if let Err(e) = consider(signed, &mut best, last_seen) {
-                last_problem = format!("the manifest found on the DHT: {e}");
-            }
-        }
+        let tried = asked.len() - 1;
         if best.is_none()
             && let Some(bytes) = inner.state.manifest(&topic).map_err(NodeError::from)?
             && let Ok(signed) = SignedManifest::decode(&bytes)
@@ -264,7 +282,7 @@ impl Node {
         let Some((signed, manifest)) = best else {
             return Err(FetchError::NoManifest {
                 archive: key,
-                tried: peers.len(),
+                tried,
                 last: last_problem,
             });
         };
@@ -288,7 +306,10 @@ impl Node {
             .set_manifest(&topic, &signed.encode())
             .map_err(NodeError::from)?;
         inner.serve(signed.clone(), &manifest);
-        Counters::add(&inner.counters.peers_known, good.len() as u64);
+        Counters::add(
+            &inner.counters.peers_known,
+            (good.len() + unreachable.len()) as u64,
+        );
 
         let layout = manifest.layout()?;
         let archive = Archive {
@@ -298,22 +319,22 @@ impl Node {
             layout,
             index: Arc::new(ChunkIndex::default()),
             peers: Arc::new(Mutex::new(good)),
-            resting: Arc::default(),
+            health: Arc::default(),
             dropped: Arc::default(),
             foreground: Arc::default(),
             deadline: inner.deadline,
         };
-        // Peers found from now on join (also while the index is fetched).
-        if let Some(mut rx) = found {
+        // Peers that did not answer stay, last in line (a ticket's node may
+        // come back), until an attempt at them succeeds.
+        for peer in unreachable {
+            archive.add_unreachable(peer);
+        }
+        // Answers still to come, and peers found from now on, join in the
+        // background (also while the index is fetched).
+        if !asks.is_empty() || found.is_some() {
             let archive = archive.clone();
             tokio::spawn(async move {
-                while let Some(found) = rx.recv().await {
-                    if let Found::Peer(t) = found
-                        && t.id != own_id
-                    {
-                        archive.add_peer(&t);
-                    }
-                }
+                archive.join_later(asks, found, asked, request).await;
             });
         }
         let index = tokio::time::timeout(archive.deadline, archive.fetch_index())
@@ -377,6 +398,22 @@ async fn ask_manifest(
     result
 }
 
+/// Asks one peer for its manifest, giving up after the deadline.
+async fn probe(inner: Arc<Inner>, addr: EndpointAddr, request: ManifestRequest) -> Probe {
+    let answer = tokio::time::timeout(inner.deadline, ask_manifest(&inner, &addr, request))
+        .await
+        .unwrap_or_else(|_| Err("did not answer in time".to_owned()));
+    (addr, answer)
+}
+
+/// The next thing a lookup found; never, once there is no lookup.
+async fn next_found(found: &mut Option<mpsc::Receiver<Found>>) -> Option<Found> {
+    match found {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What happened to one range request.
 enum Attempt {
     Done(u64),
@@ -420,6 +457,69 @@ impl Archive {
                 addr: peer.endpoint_addr(),
             });
             Counters::add(&self.inner.counters.peers_known, 1);
+        }
+    }
+
+    /// Adds a peer that did not answer: it goes last in line until an
+    /// attempt at it succeeds.
+    fn add_unreachable(&self, peer: Peer) {
+        let id = peer.addr.id;
+        {
+            let mut peers = lock(&self.peers);
+            if !peers.iter().any(|p| p.addr.id == id) {
+                peers.push(peer);
+            }
+        }
+        self.failed(id);
+    }
+
+    /// Adds, as their answers come, the peers `open` did not wait for, and
+    /// asks each peer the lookup finds from now on (each once): a peer that
+    /// answers joins, one that does not joins last in line.
+    async fn join_later(
+        self,
+        mut asks: JoinSet<Probe>,
+        mut found: Option<mpsc::Receiver<Found>>,
+        mut asked: HashSet<EndpointId>,
+        request: ManifestRequest,
+    ) {
+        while !(asks.is_empty() && found.is_none()) {
+            tokio::select! {
+                Some(joined) = asks.join_next(), if !asks.is_empty() => {
+                    let Ok((addr, answer)) = joined else { continue };
+                    let now = now_unix().unwrap_or(0);
+                    match answer {
+                        Ok(ManifestResponse::Found(signed))
+                            if signed.verify(&self.manifest.archive, now, None).is_err() =>
+                        {
+                            warn!(peer = %addr.id, "not using a peer whose manifest was refused");
+                        }
+                        Ok(_) => {
+                            debug!(peer = %addr.id, "a peer joined");
+                            let mut peers = lock(&self.peers);
+                            if !peers.iter().any(|p| p.addr.id == addr.id) {
+                                peers.push(Peer { addr });
+                                Counters::add(&self.inner.counters.peers_known, 1);
+                            }
+                        }
+                        Err(e) => {
+                            debug!(peer = %addr.id, "a peer found did not answer: {e}");
+                            Counters::add(&self.inner.counters.peers_known, 1);
+                            self.add_unreachable(Peer { addr });
+                        }
+                    }
+                }
+                next = next_found(&mut found) => match next {
+                    Some(Found::Peer(t)) => {
+                        if asked.insert(t.id) {
+                            debug!(peer = %t.id, "found a peer");
+                            asks.spawn(probe(self.inner.clone(), t.endpoint_addr(), request));
+                        }
+                    }
+                    Some(Found::Manifest(_)) => {}
+                    None => found = None,
+                },
+            }
         }
     }
 
@@ -611,6 +711,7 @@ impl Archive {
                 match attempt {
                     Attempt::Done(bytes) => {
                         Counters::add(&self.inner.counters.bytes_fetched, bytes);
+                        lock(&self.health).remove(&peer.addr.id);
                         if self.local_ranges(hash).await?.is_superset(&wanted) {
                             return Ok(());
                         }
@@ -621,7 +722,7 @@ impl Archive {
                         Counters::add(&self.inner.counters.failed_requests, 1);
                         debug!(peer = %peer.addr.id, %hash, "range request failed: {e}");
                         lock(&self.inner.connections).remove(&peer.addr.id);
-                        self.rest(peer, Duration::from_secs(2));
+                        self.failed(peer.addr.id);
                     }
                     Attempt::BadData(e) => {
                         Counters::add(&self.inner.counters.failed_requests, 1);
@@ -647,24 +748,56 @@ impl Archive {
     }
 
     /// The peers to try, starting at `first` (so parallel requests spread
-    /// over the peers), with peers that just failed moved to the end.
+    /// over the peers): peers in good health first, then peers whose last
+    /// attempt failed but whose rest is over, then resting peers, the one
+    /// resting longest last. A peer that failed is so never the first try
+    /// while another peer is in good health: a dead address costs a read
+    /// nothing unless every other peer fails too.
     fn peers_in_turn(&self, first: usize) -> Vec<Peer> {
         let peers = lock(&self.peers).clone();
         if peers.is_empty() {
             return peers;
         }
         let now = Instant::now();
-        let mut resting = lock(&self.resting);
-        resting.retain(|_, until| *until > now);
-        let (mut ready, tired): (Vec<Peer>, Vec<Peer>) = (0..peers.len())
+        let health = lock(&self.health);
+        let rank = |p: &Peer| match health.get(&p.addr.id) {
+            None => (0, None),
+            Some(h) if h.rest_until <= now => (u8::from(h.failures > 0), None),
+            Some(h) => (2, Some(h.rest_until)),
+        };
+        let mut in_turn: Vec<Peer> = (0..peers.len())
             .map(|i| peers[(first + i) % peers.len()].clone())
-            .partition(|p| !resting.contains_key(&p.addr.id));
-        ready.extend(tired);
-        ready
+            .collect();
+        // Stable: the rotation holds within each rank.
+        in_turn.sort_by_key(|p| rank(p));
+        in_turn
     }
 
+    /// Lets the other peers go first for `time`.
     fn rest(&self, peer: &Peer, time: Duration) {
-        lock(&self.resting).insert(peer.addr.id, Instant::now() + time);
+        let mut health = lock(&self.health);
+        let entry = health.entry(peer.addr.id).or_insert(Health {
+            failures: 0,
+            rest_until: Instant::now(),
+        });
+        entry.rest_until = entry.rest_until.max(Instant::now() + time);
+    }
+
+    /// Records that a peer could not be reached or did not answer in time:
+    /// it goes last in line for [`UNREACHABLE_REST`], twice as long after
+    /// each failure in a row, so a dead address costs one timeout now and
+    /// then rather than one per read.
+    fn failed(&self, id: EndpointId) {
+        let mut health = lock(&self.health);
+        let entry = health.entry(id).or_insert(Health {
+            failures: 0,
+            rest_until: Instant::now(),
+        });
+        entry.failures = entry.failures.saturating_add(1);
+        let rest = UNREACHABLE_REST
+            .saturating_mul(1 << (entry.failures - 1).min(6))
+            .min(MAX_REST);
+        entry.rest_until = Instant::now() + rest;
     }
 
     /// How long one attempt at one peer may take before the next peer is

@@ -23,10 +23,13 @@
 //!                       └───────────────────────────────────────────────┘
 //!  publish(image) ── blocking chunker thread ─chunks─▶ store.add_bytes
 //!                    ─▶ index (HashSeq, tagged) ─▶ sign ─▶ served
-//!  open(link, peers) ── one task per peer: ask manifest ─▶ verify(LastSeen)
-//!                    ─▶ persist LastSeen ─▶ fetch + decode_verified index
+//!  open(link, peers) ── one task per peer (tickets, then each peer the DHT
+//!                    or LAN finds, as found): ask manifest ─▶ verify(LastSeen);
+//!                    first answer + 700 ms ─▶ persist LastSeen ─▶ fetch +
+//!                    decode_verified index; later answers join in background
 //!  Archive::read ── spans ─▶ granules missing locally ─▶ up to 16 tasks,
-//!                   each tries peers round-robin from a different start;
+//!                   each tries peers round-robin from a different start,
+//!                   peers that failed lately last (backoff 2 s … 60 s);
 //!                   bad data drops the peer; the whole read has a deadline
 //!                   ─▶ export verified bytes from the store
 //! ```

@@ -289,3 +289,56 @@ async fn three_nodes_seed_relays_the_archive() {
     c.shutdown().await;
     b.shutdown().await;
 }
+
+/// A node that is gone (as a stale DHT record or an old ticket names it)
+/// costs neither `open` nor reads a deadline: every candidate is asked at
+/// once and the archive opens when a live peer has answered; the dead one
+/// joins once its request has failed, but is never the first try while a
+/// live peer serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_costs_open_and_reads_no_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deadline = Duration::from_secs(6);
+    let a = Node::spawn(config(&tmp.path().join("a"), deadline))
+        .await
+        .unwrap();
+    let (image, data) = random_image(tmp.path(), "img", 1024 * KIB);
+    let secret = ArchiveSecret::generate().unwrap();
+    let (_, link) = a.publish(&image, &secret, options()).await.unwrap();
+    let live = a.ticket().await;
+    let gone = Node::spawn(config(&tmp.path().join("gone"), deadline))
+        .await
+        .unwrap();
+    let dead = gone.ticket().await;
+    gone.shutdown().await;
+
+    let b = Node::spawn(config(&tmp.path().join("b"), deadline))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let archive = b
+        .open(ArchiveLink::latest(link.key), &[dead, live])
+        .await
+        .unwrap();
+    let opened = started.elapsed();
+    assert!(opened < deadline / 2, "open took {opened:?}");
+
+    // The dead peer's request fails at the deadline; then it is in line.
+    let joined_by = started + deadline + Duration::from_secs(3);
+    while archive.peer_count() < 2 {
+        assert!(Instant::now() < joined_by, "the dead peer never joined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its rest (2 s) over, it is still not asked first: 64 granules in 16
+    // parallel requests, half of which would start at it in plain rotation,
+    // each then waiting for an attempt (deadline / 4 = 1.5 s) to time out.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let started = Instant::now();
+    let got = archive.read(0, data.len() as u64).await.unwrap();
+    let took = started.elapsed();
+    assert!(got == data, "the image read back differs");
+    assert!(took < Duration::from_millis(1400), "the read took {took:?}");
+    drop(archive);
+    b.shutdown().await;
+    a.shutdown().await;
+}
