@@ -663,6 +663,43 @@ fn an_oci_archive_runs_its_entrypoint_locally_and_lazily_over_the_network() {
         "/etc/greeting",
     ]);
     assert_eq!(out, "hello from the image\n");
+    // While it runs, ps shows what it fetched.
+    let running = Running::start(state.cmd(&[
+        "run",
+        "--name",
+        "oci2",
+        "--no-dht",
+        "--no-lan",
+        "--peer",
+        ticket,
+        link,
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/greeting; exec sleep 600",
+    ]));
+    assert_eq!(running.first_line, "hello from the image");
+    let mut progress = serde_json::Value::Null;
+    wait_for("progress in ps", Duration::from_secs(10), || {
+        let ps: serde_json::Value = serde_json::from_str(&state.ok(&["ps", "--json"])).unwrap();
+        progress = ps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "oci2")
+            .map(|r| r["progress"].clone())
+            .unwrap_or_default();
+        progress["image_len"].as_u64().is_some_and(|l| l == len)
+    });
+    assert!(
+        progress["bytes_fetched"].as_u64().unwrap()
+            + progress["bytes_from_cache"].as_u64().unwrap()
+            > 0,
+        "{progress}"
+    );
+    assert_eq!(progress["peers_known"], 1, "{progress}");
+    state.ok(&["stop", "oci2"]);
+    drop(running);
     assert!(
         state.mounts().is_empty(),
         "left mounted: {:?}",

@@ -24,7 +24,7 @@ use hyperos_imagefs::Source as PathKind;
 use hyperos_mount::{ImageSource, MountedImage, ReadError};
 use hyperos_p2p::{Archive, FetchError, Node, NodeConfig, PeerTicket};
 
-use crate::store::{ContainerDir, Containers, LastRun, RunRecord, validate_name};
+use crate::store::{ContainerDir, Containers, LastRun, RunProgress, RunRecord, validate_name};
 use crate::{RunRequest, Source, mounts, nspawn};
 
 /// How long `hyperos run` waits for nspawn after forwarding a signal before
@@ -222,7 +222,14 @@ fn run_mounted(
     let mounted = mounts::mount_overlay(&lower_dir, upper, work, &dir.mnt("root"));
     let exit = match mounted {
         Ok(()) => {
-            let status = spawn_and_wait(runtime, request, dir, oci.as_ref());
+            let progress = match &lower {
+                Lower::Archive {
+                    node, image_len, ..
+                } => Some((node, *image_len)),
+                _ => None,
+            };
+            let status = spawn_and_wait(runtime, request, dir, oci.as_ref(), progress);
+            let _ = std::fs::remove_file(dir.progress());
             let unmounted = mounts::unmount(&dir.mnt("root"));
             match (status, unmounted) {
                 (Ok(status), Ok(())) => Ok(status),
@@ -383,13 +390,36 @@ fn is_tty() -> bool {
     std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
 
+/// Writes what `node` fetched to the container's `progress.json`, if it
+/// changed since `last`.
+fn write_progress(dir: &ContainerDir, node: &Node, image_len: u64, last: &mut RunProgress) {
+    let p = node.progress();
+    let now = RunProgress {
+        bytes_fetched: p.bytes_fetched,
+        bytes_from_cache: p.bytes_from_cache,
+        image_len,
+        requests: p.requests,
+        failed_requests: p.failed_requests,
+        peers_known: p.peers_known,
+        peers_connected: p.peers_connected,
+    };
+    if now != *last
+        && let Ok(bytes) = serde_json::to_vec(&now)
+    {
+        let _ = hyperos_vm::paths::write_atomic(&dir.progress(), &bytes);
+        *last = now;
+    }
+}
+
 /// Starts systemd-nspawn and waits for it, forwarding Ctrl-C, SIGTERM and
-/// SIGHUP as SIGTERM (a second one kills it).
+/// SIGHUP as SIGTERM (a second one kills it). While it runs from an
+/// archive, its progress is written twice a second when it changes.
 fn spawn_and_wait(
     runtime: &tokio::runtime::Runtime,
     request: &RunRequest,
     dir: &ContainerDir,
     oci: Option<&OciConfig>,
+    progress: Option<(&Node, u64)>,
 ) -> anyhow::Result<ExitStatus> {
     let root = dir.mnt("root");
     let plan = nspawn::Plan {
@@ -430,6 +460,8 @@ fn spawn_and_wait(
         let mut rx = rx;
         let mut signals = 0;
         let mut kill_at: Option<tokio::time::Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut last = RunProgress::default();
         loop {
             let kill_timer = async {
                 match kill_at {
@@ -447,6 +479,12 @@ fn spawn_and_wait(
                 _ = kill_timer => {
                     send_signal(pid, libc::SIGKILL);
                     kill_at = None;
+                    continue;
+                }
+                _ = tick.tick(), if progress.is_some() => {
+                    if let Some((node, image_len)) = progress {
+                        write_progress(dir, node, image_len, &mut last);
+                    }
                     continue;
                 }
             }

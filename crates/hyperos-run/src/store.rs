@@ -88,6 +88,24 @@ pub struct RunRecord {
     pub mounts: Vec<PathBuf>,
 }
 
+/// What a running container has fetched so far (`progress.json`, while it
+/// runs from an archive).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunProgress {
+    /// Verified bytes fetched from peers.
+    pub bytes_fetched: u64,
+    /// Bytes read that were already in the local store.
+    pub bytes_from_cache: u64,
+    /// The image's length.
+    pub image_len: u64,
+    /// Requests sent to peers, and how many failed.
+    pub requests: u64,
+    pub failed_requests: u64,
+    /// Peers known, and connected now.
+    pub peers_known: u64,
+    pub peers_connected: u64,
+}
+
 /// What the last run did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LastRun {
@@ -135,6 +153,9 @@ impl ContainerDir {
     }
     pub fn last_run(&self) -> PathBuf {
         self.path.join("last-run.json")
+    }
+    pub fn progress(&self) -> PathBuf {
+        self.path.join("progress.json")
     }
     fn lock_path(&self) -> PathBuf {
         self.path.join("lock")
@@ -200,6 +221,8 @@ pub struct ContainerInfo {
     pub pid: Option<u32>,
     pub source: Option<String>,
     pub started: Option<u64>,
+    /// While it runs from an archive: what it fetched so far.
+    pub progress: Option<RunProgress>,
     pub last_run: Option<LastRun>,
 }
 
@@ -258,6 +281,10 @@ impl Containers {
                         .map(|r| r.source.clone())
                         .or_else(|| dir.read_last_run().map(|l| l.source)),
                     started: record.as_ref().map(|r| r.started),
+                    progress: std::fs::read(dir.progress())
+                        .ok()
+                        .filter(|_| running)
+                        .and_then(|b| serde_json::from_slice(&b).ok()),
                     last_run: dir.read_last_run(),
                 }
             })
