@@ -1,0 +1,305 @@
+// The HyperOS window: the VM's state (pushed by the app as "view" events),
+// Start/Stop/Restart, booting a dat:// link, and xterm.js terminal tabs
+// whose bytes travel over SSH in the app (no VM logic lives here).
+import { invoke, Channel } from "@tauri-apps/api/core";
+import { listen } from "@tauri-apps/api/event";
+import { Terminal } from "@xterm/xterm";
+import { FitAddon } from "@xterm/addon-fit";
+import "@xterm/xterm/css/xterm.css";
+import "./style.css";
+
+interface VmView {
+  state: string;
+  hostname: string | null;
+  ip: string | null;
+  ssh: string | null;
+  since_ms: number | null;
+  memory_mib: number | null;
+  mem_used_kib: number | null;
+  accel: string | null;
+  error: string | null;
+}
+
+interface AppView {
+  instance: string;
+  vm: VmView;
+  busy: string | null;
+  action_error: string | null;
+  key_store: string;
+  key_store_detail: string;
+  autostart: boolean;
+  boot_at_login: boolean;
+}
+
+type TermEvent = { kind: "data"; data: number[] } | { kind: "exit"; status: number };
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+
+let view: AppView | null = null;
+
+function uptime(sinceMs: number): string {
+  let s = Math.max(0, Math.floor((Date.now() - sinceMs) / 1000));
+  const h = Math.floor(s / 3600);
+  s -= h * 3600;
+  const m = Math.floor(s / 60);
+  s -= m * 60;
+  return h > 0 ? `${h}h ${m}m ${s}s` : m > 0 ? `${m}m ${s}s` : `${s}s`;
+}
+
+function render(v: AppView) {
+  view = v;
+  const vm = v.vm;
+  const shown = v.busy && vm.state !== "running" ? v.busy : vm.state;
+  const state = $("state");
+  state.textContent = shown;
+  state.dataset.state = vm.state === "failed" ? "failed" : v.busy ? "busy" : vm.state;
+  $("instance").textContent = `instance ${v.instance}`;
+  $("hostname").textContent = vm.hostname ?? "–";
+  $("ip").textContent = vm.ip ?? "–";
+  $("copy-ip").hidden = !vm.ip;
+  $("ssh").textContent = vm.ssh ?? "–";
+  $("memory").textContent =
+    vm.memory_mib == null
+      ? "–"
+      : vm.mem_used_kib != null
+        ? `${Math.round(vm.mem_used_kib / 1024)} MiB used of ${vm.memory_mib} MiB`
+        : `${vm.memory_mib} MiB`;
+  const keyStore = $("key-store");
+  keyStore.textContent =
+    v.key_store === "keychain" ? "in the OS keychain" : v.key_store === "file" ? "0600 file (no keychain)" : v.key_store_detail;
+  keyStore.title = v.key_store_detail;
+  keyStore.dataset.store = v.key_store;
+  $("accel").textContent = vm.accel ? `accelerator: ${vm.accel}` : "";
+  tick();
+
+  const idle = !v.busy;
+  const live = ["booting", "running", "stopping"].includes(vm.state);
+  $<HTMLButtonElement>("start").disabled = !idle || live;
+  $<HTMLButtonElement>("stop").disabled = !idle || !live || vm.state === "stopping";
+  $<HTMLButtonElement>("restart").disabled = !idle || vm.state !== "running";
+  $<HTMLButtonElement>("new-tab").disabled = vm.state !== "running";
+
+  const err = v.action_error ?? vm.error;
+  const banner = $("action-error");
+  banner.hidden = !err;
+  banner.textContent = err ?? "";
+  $<HTMLInputElement>("autostart").checked = v.autostart;
+  $<HTMLInputElement>("boot-at-login").checked = v.boot_at_login;
+  $("empty").hidden = tabs.length > 0;
+}
+
+function tick() {
+  const vm = view?.vm;
+  $("uptime").textContent = vm && vm.state === "running" && vm.since_ms ? uptime(vm.since_ms) : "–";
+}
+setInterval(tick, 1000);
+
+async function act(command: string) {
+  try {
+    await invoke(command);
+  } catch (e) {
+    // The app records the error in the view too; show it even if that raced.
+    showError(e);
+  }
+}
+
+// ── terminal tabs ───────────────────────────────────────────────────────
+interface Tab {
+  id: number | null;
+  term: Terminal;
+  fit: FitAddon;
+  pane: HTMLElement;
+  button: HTMLElement;
+  title: string;
+}
+const tabs: Tab[] = [];
+let active: Tab | null = null;
+
+function activate(tab: Tab) {
+  active = tab;
+  for (const t of tabs) {
+    t.pane.classList.toggle("active", t === tab);
+    t.button.classList.toggle("active", t === tab);
+  }
+  requestAnimationFrame(() => {
+    tab.fit.fit();
+    tab.term.focus();
+  });
+}
+
+function closeTab(tab: Tab) {
+  if (tab.id != null) invoke("term_close", { id: tab.id }).catch(() => {});
+  tab.term.dispose();
+  tab.pane.remove();
+  tab.button.remove();
+  tabs.splice(tabs.indexOf(tab), 1);
+  if (active === tab) {
+    active = null;
+    if (tabs.length) activate(tabs[tabs.length - 1]);
+  }
+  $("empty").hidden = tabs.length > 0;
+}
+
+async function openTab(title: string, command: string | null): Promise<Tab> {
+  const pane = document.createElement("div");
+  pane.className = "pane";
+  $("panes").appendChild(pane);
+  const button = document.createElement("div");
+  button.className = "tab";
+  const label = document.createElement("span");
+  label.textContent = title;
+  label.title = command ?? "login shell";
+  const close = document.createElement("button");
+  close.className = "close";
+  close.textContent = "×";
+  close.title = "Close this terminal";
+  button.append(label, close);
+  $("tabs").insertBefore(button, $("new-tab"));
+  const term = new Terminal({
+    fontFamily: "'DejaVu Sans Mono', 'Menlo', 'Consolas', monospace",
+    fontSize: 13,
+    cursorBlink: true,
+    theme: { background: "#0f1222", foreground: "#e6e6e6", cursor: "#8be9fd" },
+  });
+  const fit = new FitAddon();
+  term.loadAddon(fit);
+  term.open(pane);
+  const tab: Tab = { id: null, term, fit, pane, button, title };
+  tabs.push(tab);
+  $("empty").hidden = true;
+  label.onclick = () => activate(tab);
+  close.onclick = () => closeTab(tab);
+  activate(tab);
+  fit.fit();
+
+  // Copy with Ctrl+Shift+C; paste with Ctrl+Shift+V (or the context menu).
+  term.attachCustomKeyEventHandler((e) => {
+    if (e.type === "keydown" && e.ctrlKey && e.shiftKey && e.code === "KeyC") {
+      const text = term.getSelection();
+      if (text) navigator.clipboard.writeText(text).catch(() => document.execCommand("copy"));
+      return false;
+    }
+    if (e.type === "keydown" && e.ctrlKey && e.shiftKey && e.code === "KeyV") return false;
+    return true;
+  });
+
+  const events = new Channel<TermEvent>();
+  events.onmessage = (ev) => {
+    if (ev.kind === "data") term.write(new Uint8Array(ev.data));
+    else {
+      term.write(`\r\n\x1b[2m[session ended with status ${ev.status}]\x1b[0m\r\n`);
+      tab.id = null;
+      button.classList.add("ended");
+    }
+  };
+  // Output (the prompt) can arrive before term_open returns the id: keep
+  // what is typed meanwhile and send it once the id is known.
+  let pending: string[] | null = [];
+  term.onData((data) => {
+    if (pending) pending.push(data);
+    else if (tab.id != null) invoke("term_write", { id: tab.id, data }).catch(() => {});
+  });
+  try {
+    tab.id = await invoke<number>("term_open", { events, cols: term.cols, rows: term.rows, command });
+  } catch (e) {
+    term.write(`\x1b[31m${String(e)}\x1b[0m\r\n`);
+    button.classList.add("ended");
+    pending = null;
+    return tab;
+  }
+  const queued = pending.join("");
+  pending = null;
+  if (queued) invoke("term_write", { id: tab.id, data: queued }).catch(() => {});
+  term.onResize(({ cols, rows }) => {
+    if (tab.id != null) invoke("term_resize", { id: tab.id, cols, rows }).catch(() => {});
+  });
+  return tab;
+}
+
+new ResizeObserver(() => active?.fit.fit()).observe($("panes"));
+
+// ── booting a link ──────────────────────────────────────────────────────
+async function bootLink(text: string) {
+  const error = $("link-error");
+  const progress = $("boot-progress");
+  error.hidden = true;
+  let command: string;
+  try {
+    command = await invoke<string>("boot_link_command", { link: text });
+  } catch (e) {
+    error.textContent = String(e);
+    error.hidden = false;
+    return;
+  }
+  if (view?.vm.state !== "running") {
+    progress.textContent = "Starting the VM…";
+    progress.hidden = false;
+    try {
+      await invoke("vm_start");
+    } catch (e) {
+      progress.hidden = true;
+      error.textContent = `Could not start the VM: ${e}`;
+      error.hidden = false;
+      return;
+    }
+  }
+  progress.textContent = `Booting ${text.trim()}…`;
+  progress.hidden = false;
+  const key = text.trim().replace(/^dat:\/\//, "");
+  await openTab(`dat://${key.slice(0, 8)}…`, command);
+  progress.hidden = true;
+}
+
+$("link").addEventListener("input", () => ($("link-error").hidden = true));
+$("boot-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  bootLink($<HTMLInputElement>("link").value);
+});
+
+// A dropped folder or file would be shared and booted; until the core can
+// share from here, say so instead of doing nothing.
+document.addEventListener("dragover", (e) => e.preventDefault());
+document.addEventListener("drop", (e) => {
+  e.preventDefault();
+  const error = $("link-error");
+  error.textContent = "Sharing a dropped file or folder is not available yet: share it with `hyperos share PATH` and paste its link.";
+  error.hidden = false;
+});
+
+// ── wiring ──────────────────────────────────────────────────────────────
+$("start").onclick = () => act("vm_start");
+$("stop").onclick = () => act("vm_stop");
+$("restart").onclick = () => act("vm_restart");
+$("new-tab").onclick = () => openTab(view?.vm.hostname ?? "shell", null);
+$("copy-ip").onclick = () => invoke("copy_ip").catch(() => {});
+function showError(e: unknown) {
+  const banner = $("action-error");
+  banner.hidden = false;
+  banner.textContent = String(e);
+}
+$<HTMLInputElement>("autostart").onchange = (e) =>
+  invoke("set_autostart", { enabled: (e.target as HTMLInputElement).checked }).catch(showError);
+$<HTMLInputElement>("boot-at-login").onchange = (e) =>
+  invoke("set_boot_at_login", { enabled: (e.target as HTMLInputElement).checked }).catch(showError);
+
+listen<AppView>("view", (e) => render(e.payload));
+listen("open-terminal", () => openTab(view?.vm.hostname ?? "shell", null));
+listen("focus-link", () => $("link").focus());
+listen<string>("open-link", (e) => {
+  $<HTMLInputElement>("link").value = e.payload;
+  bootLink(e.payload);
+});
+invoke<AppView>("app_view").then(render);
+
+// For tests and debugging: the text of a tab's terminal buffer.
+(window as unknown as Record<string, unknown>).__hyperos = {
+  terminalText(index: number): string {
+    const tab = tabs[index];
+    if (!tab) return "";
+    const buf = tab.term.buffer.active;
+    const lines: string[] = [];
+    for (let i = 0; i < buf.length; i++) lines.push(buf.getLine(i)?.translateToString(true) ?? "");
+    return lines.join("\n");
+  },
+  tabCount: () => tabs.length,
+};

@@ -1,0 +1,176 @@
+// The desktop app, driven as a person would through WebDriver under Xvfb:
+// start the VM and see state and IP, type `hostname` in a terminal tab,
+// boot links (bad and good), the tray menu's model, Start at Login's
+// files, the SSH key in a real Secret Service and the file fallback
+// without one, a second launch that focuses the first, and stopping.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
+import { join } from "node:path";
+import { app, appEnv, killVms, Session, startDriver, startXvfb } from "./webdriver.mjs";
+
+let xvfb;
+before(async () => {
+  assert.ok(existsSync(app), `${app} is missing: build the app first (./x app --no-launch)`);
+  xvfb = await startXvfb();
+});
+after(() => xvfb?.stop());
+
+const menu = (s) => s.invoke("tray_model");
+const entry = (items, id) => items.find((e) => e.id === id);
+
+test("without a keychain service the key falls back to a 0600 file", async () => {
+  const { env } = appEnv(xvfb.display);
+  delete env.DBUS_SESSION_BUS_ADDRESS;
+  const driver = await startDriver(env);
+  const s = await Session.start(driver.base);
+  try {
+    await s.until("the view", async () => (await s.text("#state")) === "stopped");
+    assert.equal(await s.exec(`return document.querySelector("#key-store").dataset.store`), "file");
+    const keyFile = join(env.HYPEROS_STATE_DIR, "keys/id_ed25519");
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+    assert.equal(readFileSync(join(env.HYPEROS_STATE_DIR, "keys/store"), "utf8").trim(), "file");
+  } finally {
+    await s.end();
+    driver.stop();
+  }
+});
+
+test("the whole app: VM, terminal, links, tray, login item, single instance", async (t) => {
+  // A real Secret Service: the key must live there and never on disk.
+  const { env } = appEnv(xvfb.display);
+  const driver = await startDriver(env, { keyring: true });
+  const s = await Session.start(driver.base);
+  const keys = join(env.HYPEROS_STATE_DIR, "keys");
+  try {
+    await t.test("starts stopped, key in the keychain", async () => {
+      await s.until("stopped", async () => (await s.text("#state")) === "stopped");
+      assert.equal(await s.exec(`return document.querySelector("#key-store").dataset.store`), "keychain");
+      assert.equal(readFileSync(join(keys, "store"), "utf8").trim(), "keychain");
+      assert.ok(!existsSync(join(keys, "id_ed25519")), "the private key touched the disk");
+      const items = await menu(s);
+      assert.deepEqual(
+        items.filter((e) => e.id !== "-").map((e) => e.id),
+        ["status", "ip", "start", "stop", "restart", "terminal", "boot-link", "show", "autostart", "quit"],
+      );
+      assert.equal(entry(items, "status").text, "HyperOS: stopped");
+      assert.ok(entry(items, "start").enabled && !entry(items, "stop").enabled && !entry(items, "terminal").enabled);
+      await s.screenshot("stopped");
+    });
+
+    await t.test("a bad link is an inline error", async () => {
+      await s.type("#link", "http://example.com/archive");
+      await s.click("#boot");
+      const err = await s.until("the link error", async () => (await s.visible("#link-error")) && s.text("#link-error"));
+      assert.match(err, /A link starts with "dat:\/\/"/);
+      assert.equal(await s.exec(`return window.__hyperos.tabCount()`), 0);
+      await s.screenshot("bad-link");
+      // Editing the link clears the error.
+      await s.exec(`const l = document.querySelector("#link"); l.value = ""; l.dispatchEvent(new Event("input"));`);
+      assert.ok(!(await s.visible("#link-error")));
+    });
+
+    await t.test("Start boots the VM; state and IP appear", async () => {
+      const started = Date.now();
+      await s.click("#start");
+      await s.until("booting", async () => ["starting", "booting"].includes(await s.text("#state")), 5000);
+      const ip = await s.until(
+        "running with an IP",
+        async () => (await s.text("#state")) === "running" && (await s.text("#ip")) !== "–" && s.text("#ip"),
+        150000,
+      );
+      assert.match(ip, /^\d+\.\d+\.\d+\.\d+$/);
+      t.diagnostic(`boot to running in the window: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      // The boot call returns a moment after state.json says running.
+      const items = await s.until("the tray's running menu", async () => {
+        const items = await menu(s);
+        return entry(items, "status").text === "HyperOS: running" && items;
+      });
+      assert.equal(entry(items, "ip").text, `IP: ${ip} (click to copy)`);
+      assert.ok(!entry(items, "start").enabled && entry(items, "stop").enabled && entry(items, "terminal").enabled);
+      assert.notEqual(await s.text("#hostname"), "–");
+      await s.until("uptime", async () => /\ds$/.test(await s.text("#uptime")));
+      assert.match(await s.text("#memory"), /MiB/);
+    });
+
+    await t.test("a terminal tab answers `hostname`", async () => {
+      const hostname = await s.text("#hostname");
+      await s.click("#new-tab");
+      await s.until("a prompt", async () => /[#$] ?$/m.test(await s.exec(`return window.__hyperos.terminalText(0)`)), 30000);
+      await s.type(".pane.active .xterm-helper-textarea", "hostname\n");
+      let screen = "";
+      const text = await s
+        .until("the answer", async () => {
+          screen = await s.exec(`return window.__hyperos.terminalText(0)`);
+          return screen.split("\n").some((l) => l.trim() === hostname) && screen;
+        })
+        .catch((e) => assert.fail(`${e.message}; the terminal shows:\n${screen.trim()}`));
+      assert.ok(text.includes("hostname"));
+      await s.screenshot("running-terminal");
+    });
+
+    await t.test("a good link opens a tab running its boot in the guest", async () => {
+      // A real archive key (an ed25519 public key), as `hyperos share` makes.
+      const { publicKey } = generateKeyPairSync("ed25519");
+      const link = `dat://${Buffer.from(publicKey.export({ format: "jwk" }).x, "base64url").toString("hex")}`;
+      await s.type("#link", link);
+      await s.click("#boot");
+      await s.until("a second tab", async () => {
+        if ((await s.exec(`return window.__hyperos.tabCount()`)) === 2) return true;
+        t.diagnostic(`link field: ${await s.exec(`return document.querySelector("#link").value`)}; error: ${await s.text("#link-error")}; progress: ${await s.text("#boot-progress")}`);
+      });
+      assert.ok(!(await s.visible("#link-error")));
+      // The guest's answer to `hyperos run <link>` reaches the tab, and the
+      // session ends with the guest command's status.
+      const text = await s.until(
+        "the guest command's end",
+        async () => {
+          const t = await s.exec(`return window.__hyperos.terminalText(1)`);
+          return /session ended with status \d+/.test(t) && t;
+        },
+        60000,
+      );
+      assert.match(text, /hyperos/);
+      await s.screenshot("boot-link");
+    });
+
+    await t.test("Start at Login writes and removes the XDG autostart entry", async () => {
+      // auto-launch writes to ~/.config/autostart, whatever XDG_CONFIG_HOME says.
+      const file = join(env.HOME, ".config/autostart/HyperOS.desktop");
+      assert.ok(!existsSync(file));
+      await s.click("#autostart");
+      await s.until("the autostart file", async () => existsSync(file));
+      const desktop = readFileSync(file, "utf8");
+      assert.match(desktop, /^Exec=.*hyperos-desktop.* --autostart/m);
+      assert.equal(entry(await menu(s), "autostart").checked, true);
+      await s.click("#boot-at-login");
+      await s.until("the setting", async () => existsSync(join(env.HYPEROS_STATE_DIR, "desktop.json")));
+      assert.equal(JSON.parse(readFileSync(join(env.HYPEROS_STATE_DIR, "desktop.json"), "utf8")).boot_at_login, true);
+      await s.click("#autostart");
+      await s.until("the file removed", async () => !existsSync(file));
+      assert.equal(entry(await menu(s), "autostart").checked, false);
+    });
+
+    await t.test("a second launch hands over to the first and exits", async () => {
+      const bus = readFileSync(join(env.HOME, "bus"), "utf8").trim();
+      const second = spawnSync(app, [], { env: { ...env, DBUS_SESSION_BUS_ADDRESS: bus }, timeout: 20000 });
+      assert.equal(second.status, 0, `second instance: ${second.stderr}`);
+      assert.equal(await s.text("#state"), "running");
+    });
+
+    await t.test("Stop powers the VM off", async () => {
+      await s.click("#stop");
+      await s.until("stopped", async () => (await s.text("#state")) === "stopped" && (await s.text("#ip")) === "–", 60000);
+      const items = await menu(s);
+      assert.ok(entry(items, "start").enabled && !entry(items, "stop").enabled);
+      await s.screenshot("stopped-after");
+    });
+  } finally {
+    await s.end();
+    driver.stop();
+    killVms(env.HYPEROS_STATE_DIR);
+  }
+});
+
