@@ -4,6 +4,8 @@
 //! lazily in another; every file, link, directory and device node reads back
 //! identical. A cut link leaves cached reads working, makes uncached reads
 //! fail with EIO after `--deadline`, and does not stop `hyperos unmount`.
+//! On one bridge, a reader with no ticket finds the sharer by mDNS alone,
+//! and by a DHT whose only nodes run in the bridge's namespace.
 //!
 //! The `hyperos` processes enter only the network namespace (`nsenter
 //! --net`), so their FUSE and loop mounts are visible to the test, which
@@ -71,6 +73,44 @@ impl Lab {
         ));
     }
 
+    /// A bridge in node `hub` joining nodes `members` on 10.88.`subnet`.0/24:
+    /// each member has `eth0` at .`member`, the hub has the bridge at .254.
+    fn bridge(&self, hub: usize, members: &[usize], subnet: u8) {
+        let nh = self.ns(hub);
+        sh(&format!(
+            "ip -n {nh} link add br0 type bridge
+             ip -n {nh} addr add 10.88.{subnet}.254/24 dev br0
+             ip -n {nh} link set br0 up"
+        ));
+        for &m in members {
+            let nm = self.ns(m);
+            sh(&format!(
+                "ip link add eth0 netns {nm} type veth peer name p{m} netns {nh}
+                 ip -n {nh} link set p{m} master br0
+                 ip -n {nh} link set p{m} up
+                 ip -n {nm} addr add 10.88.{subnet}.{m}/24 dev eth0
+                 ip -n {nm} link set eth0 up"
+            ));
+        }
+    }
+
+    /// Runs `f` on a thread inside node `i`'s network namespace; threads it
+    /// starts stay there, and so do their sockets.
+    fn within<T: Send + 'static>(&self, i: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.ns(i));
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns on a descriptor this thread owns moves only this
+            // thread (and threads it starts) into the network namespace.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
     /// A command run with only the network namespace of node `i`.
     fn command(&self, i: usize, state: &Path) -> Command {
         let mut c = Command::new("nsenter");
@@ -109,13 +149,18 @@ impl Mount {
         dir: &Path,
         link: &str,
         peers: &[&str],
+        more: &[&str],
     ) -> Mount {
         std::fs::create_dir_all(dir).unwrap();
         let mut c = lab.command(node, state);
         c.arg("mount")
             .arg(link)
             .arg(dir)
-            .args(["--deadline", "3", "--bind", "0.0.0.0:0"]);
+            .args(["--bind", "0.0.0.0:0"])
+            .args(more);
+        if !more.contains(&"--deadline") {
+            c.args(["--deadline", "3"]);
+        }
         for peer in peers {
             c.args(["--peer", peer]);
         }
@@ -310,8 +355,12 @@ struct Shared {
 }
 
 fn share(lab: &Lab, node: usize, state: &Path, tree: &Path, bind: &str) -> Shared {
+    share_with(lab, node, state, tree, &["--bind", bind])
+}
+
+fn share_with(lab: &Lab, node: usize, state: &Path, tree: &Path, args: &[&str]) -> Shared {
     let mut c = lab.command(node, state);
-    c.arg("share").arg(tree).args(["--json", "--bind", bind]);
+    c.arg("share").arg(tree).arg("--json").args(args);
     let process = Running::start(c);
     let shared: serde_json::Value = serde_json::from_str(&process.first_line)
         .unwrap_or_else(|e| panic!("{e}: {}", process.first_line));
@@ -340,7 +389,7 @@ fn two_namespaces_share_mount_compare_every_file_cut_and_unmount() {
     let b = tmp.path().join("b");
 
     // A small file reads right over the veth; then the link goes down.
-    let mut mount = Mount::start(&lab, 2, &b, &mnt, &sharer.link, &[&sharer.ticket]);
+    let mut mount = Mount::start(&lab, 2, &b, &mnt, &sharer.link, &[&sharer.ticket], &[]);
     assert_eq!(
         std::fs::read_to_string(mnt.join("etc/debian_version")).unwrap(),
         std::fs::read_to_string(rootfs.join("etc/debian_version")).unwrap()
@@ -378,7 +427,7 @@ fn two_namespaces_share_mount_compare_every_file_cut_and_unmount() {
     // Link back up, mount again with the warm cache: every entry of the
     // tree reads back identical through the lazy mount.
     sh(&format!("ip -n {} link set v2 up", lab.ns(1)));
-    let mount = Mount::start(&lab, 2, &b, &mnt, &sharer.link, &[&sharer.ticket]);
+    let mount = Mount::start(&lab, 2, &b, &mnt, &sharer.link, &[&sharer.ticket], &[]);
     drop_caches();
     let started = Instant::now();
     let (files, bytes) = compare_trees(&rootfs, &mnt);
@@ -422,6 +471,7 @@ fn three_namespaces_second_reader_over_a_shaped_link_and_cut_first() {
         &mnt2,
         &sharer.link,
         &[&sharer.ticket],
+        &[],
     );
     let (files, _) = compare_trees(&rootfs, &mnt2);
     assert!(files > 1000, "only {files} files");
@@ -434,6 +484,7 @@ fn three_namespaces_second_reader_over_a_shaped_link_and_cut_first() {
         &mnt3,
         &sharer.link,
         &[&sharer.ticket],
+        &[],
     );
     let started = Instant::now();
     compare_trees(&rootfs, &mnt3);
@@ -449,4 +500,150 @@ fn three_namespaces_second_reader_over_a_shaped_link_and_cut_first() {
     drop(mount3);
     drop(mount2);
     drop(sharer);
+}
+
+/// A small tree: a text file and 2 MB that do not compress.
+fn small_tree(dir: &Path) -> PathBuf {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/hostname"), "found-on-the-lan\n").unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..2_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(tree.join("noise.bin"), noise).unwrap();
+    tree
+}
+
+/// A reader that finds the sharer with no ticket: checks the mount reads
+/// both files right, and returns how long mounting took.
+fn mount_without_ticket_and_read(
+    lab: &Lab,
+    node: usize,
+    state: &Path,
+    mnt: &Path,
+    link: &str,
+    tree: &Path,
+    discovery: &[&str],
+) -> Duration {
+    let started = Instant::now();
+    let mount = Mount::start(lab, node, state, mnt, link, &[], discovery);
+    let took = started.elapsed();
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/hostname")).unwrap(),
+        "found-on-the-lan\n"
+    );
+    assert!(
+        std::fs::read(mnt.join("noise.bin")).unwrap()
+            == std::fs::read(tree.join("noise.bin")).unwrap(),
+        "noise.bin differs"
+    );
+    drop(mount);
+    took
+}
+
+#[test]
+fn lan_reader_finds_the_sharer_by_mdns_across_a_bridge() {
+    if not_root() {
+        eprintln!("needs root for network namespaces and mounts; skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = small_tree(tmp.path());
+    // Node 1 holds the bridge; 2 shares, 3 reads; no DHT anywhere.
+    let lab = Lab::new("m", 3);
+    lab.bridge(1, &[2, 3], 44);
+    let sharer = share_with(
+        &lab,
+        2,
+        &tmp.path().join("a"),
+        &tree,
+        &["--no-dht", "--bind", "0.0.0.0:0"],
+    );
+    let mnt = tmp.path().join("mnt");
+
+    // Without the LAN either, nothing is found: one line that says what to do.
+    std::fs::create_dir_all(&mnt).unwrap();
+    let out = lab
+        .command(3, &tmp.path().join("b"))
+        .args(["mount", &sharer.link])
+        .arg(&mnt)
+        .args(["--no-dht", "--no-lan", "--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("no peer") && err.contains("--peer"), "{err}");
+    assert!(!mounted(&mnt));
+
+    let took = mount_without_ticket_and_read(
+        &lab,
+        3,
+        &tmp.path().join("b"),
+        &mnt,
+        &sharer.link,
+        &tree,
+        &["--no-dht"],
+    );
+    eprintln!("found by mDNS and mounted in {took:?}");
+    assert!(took < Duration::from_secs(10), "mounting took {took:?}");
+    drop(sharer);
+}
+
+#[test]
+fn reader_finds_the_sharer_on_a_dht_inside_the_namespaces() {
+    if not_root() {
+        eprintln!("needs root for network namespaces and mounts; skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = small_tree(tmp.path());
+    // Node 1 holds the bridge and a DHT of three nodes at 10.88.45.254;
+    // 2 shares, 3 reads; no mDNS.
+    let lab = Lab::new("d", 3);
+    lab.bridge(1, &[2, 3], 45);
+    let dht = lab.within(1, || {
+        mainline::Testnet::builder(3)
+            .bind_address(std::net::Ipv4Addr::new(10, 88, 45, 254))
+            .build()
+            .unwrap()
+    });
+    let bootstrap = dht.bootstrap.join(",");
+    let sharer = share_with(
+        &lab,
+        2,
+        &tmp.path().join("a"),
+        &tree,
+        &[
+            "--no-lan",
+            "--dht-bootstrap",
+            &bootstrap,
+            "--bind",
+            "0.0.0.0:0",
+        ],
+    );
+    let took = mount_without_ticket_and_read(
+        &lab,
+        3,
+        &tmp.path().join("b"),
+        &tmp.path().join("mnt"),
+        &sharer.link,
+        &tree,
+        &[
+            "--no-lan",
+            "--dht-bootstrap",
+            &bootstrap,
+            "--deadline",
+            "20",
+        ],
+    );
+    eprintln!("found on the DHT and mounted in {took:?}");
+    assert!(took < Duration::from_secs(20), "mounting took {took:?}");
+    drop(sharer);
+    drop(dht);
 }
