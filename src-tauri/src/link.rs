@@ -33,7 +33,8 @@ mod tests {
 
     #[test]
     fn good_and_bad_links() {
-        let key = "ab".repeat(32);
+        // The ed25519 base point: a valid public key.
+        let key = format!("58{}", "66".repeat(31));
         assert_eq!(
             guest_boot_command(&format!(" dat://{}+3/ ", key.to_uppercase())).unwrap(),
             format!("hyperos run dat://{key}+3")
