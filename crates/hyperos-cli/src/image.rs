@@ -116,7 +116,7 @@ impl GuestBinary {
         profile: "guest",
         option: "--init",
     };
-    /// The guest's `hyperos`: large, so thin LTO keeps its build short.
+    /// The guest's `hyperos`: release settings (fat LTO), see Cargo.toml.
     const CLI: GuestBinary = GuestBinary {
         package: "hyperos-cli",
         bin: "hyperos",
