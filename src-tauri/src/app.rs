@@ -331,8 +331,9 @@ fn tray_model(app: AppHandle) -> Vec<MenuEntry> {
 /// The Boot button: checks the link and returns the guest command that
 /// boots it (see `link.rs`).
 #[tauri::command]
-fn boot_link_command(link: String) -> Result<String, String> {
-    crate::link::guest_boot_command(&link)
+async fn boot_link_command(app: AppHandle, link: String) -> Result<String, String> {
+    let root = app.state::<AppState>().vm.state_dir().root().to_owned();
+    crate::link::guest_boot_command(&root, &link)
 }
 
 #[tauri::command]

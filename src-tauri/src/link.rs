@@ -1,21 +1,30 @@
-//! Booting a `dat://` link in the VM.
+//! Booting a `dat://` link in the VM: the Boot button's one function.
 //!
-//! Until the core offers it (`hyperos-run`, issue 4), booting a link is: the
-//! link is checked here with `hyperos_archive::ArchiveLink` (so a bad link
-//! is an inline error before anything starts), and the guest command that
-//! boots it, `hyperos run <link>`, runs in a new terminal tab.
+//! The link is checked with `hyperos_archive::ArchiveLink` first (a bad link
+//! is an inline error before anything starts); the command line that boots
+//! it in the guest, and the peers the guest fetches from (the host's own
+//! running shares of that archive, reachable from the guest), come from
+//! `hyperos-run`, exactly as `hyperos run --vm LINK` builds them. A new
+//! terminal tab runs that command over SSH, so the container's console is
+//! the tab.
+
+use std::path::Path;
 
 use hyperos_archive::ArchiveLink;
 
-/// The command a terminal tab runs in the guest to boot `text`, or why
-/// `text` is not a link.
-pub fn guest_boot_command(text: &str) -> Result<String, String> {
+/// The shell command a terminal tab runs in the guest to boot `text`, or
+/// why `text` can't be booted.
+pub fn guest_boot_command(state_root: &Path, text: &str) -> Result<String, String> {
     let link = ArchiveLink::parse(text.trim()).map_err(|e| capitalize(&e.to_string()))?;
-    Ok(hyperos_ssh::client::shell_join(&[
-        "hyperos",
-        "run",
-        &link.to_string(),
-    ]))
+    let args = vec![link.to_string()];
+    let request = match hyperos_run::parse(&args).map_err(|e| capitalize(&e.to_string()))? {
+        hyperos_run::Parsed::Container(request) => request,
+        other => return Err(format!("{link} is not something to boot ({other:?})")),
+    };
+    let peers = hyperos_run::guest::guest_peers(state_root, &request)
+        .map_err(|e| capitalize(&e.to_string()))?;
+    let line = hyperos_run::guest::guest_command(&request, &peers);
+    Ok(hyperos_ssh::client::shell_join(&line))
 }
 
 fn capitalize(s: &str) -> String {
@@ -33,16 +42,18 @@ mod tests {
 
     #[test]
     fn good_and_bad_links() {
+        let state = tempfile::tempdir().unwrap();
         // The ed25519 base point: a valid public key.
         let key = format!("58{}", "66".repeat(31));
-        assert_eq!(
-            guest_boot_command(&format!(" dat://{}+3/ ", key.to_uppercase())).unwrap(),
-            format!("hyperos run dat://{key}+3")
-        );
-        let err = guest_boot_command("http://example.com").unwrap_err();
-        assert!(err.starts_with("A link starts with \"dat://\""), "{err}");
-        assert!(guest_boot_command(&key).unwrap_err().contains("bare key"));
-        assert!(guest_boot_command("dat://1234").is_err());
-        assert!(guest_boot_command("").unwrap_err().contains("empty"));
+        let command =
+            guest_boot_command(state.path(), &format!(" dat://{}+3/ ", key.to_uppercase()))
+                .unwrap();
+        assert!(command.starts_with("hyperos run "), "{command}");
+        assert!(command.ends_with(&format!(" dat://{key}+3")), "{command}");
+        let bad = |text: &str| guest_boot_command(state.path(), text).unwrap_err();
+        assert!(bad("http://example.com").starts_with("A link starts with \"dat://\""));
+        assert!(bad(&key).contains("bare key"));
+        assert!(bad("dat://1234").contains("key"));
+        assert!(bad("").contains("empty"));
     }
 }
