@@ -9,7 +9,8 @@
 //! through a router namespace whose veths are shaped to 100 Mbit/s with
 //! `tc tbf`, while a UDP relay in the router (this binary, `relay`) holds
 //! every datagram of the QUIC connection 10 ms each way (20 ms round trip;
-//! the kernel here has no `netem`). Needs root.
+//! the kernel here has no `netem`). The TCP baseline crosses the same path
+//! inside a VXLAN tunnel, through a second such relay. Needs root.
 
 #[path = "../machine.rs"]
 mod machine;
@@ -275,6 +276,23 @@ impl LazyMount<'_> {
         Ok(store_bytes(&self.state)?.saturating_sub(self.baseline))
     }
 
+    /// Requests the mount has sent to peers (manifest and range requests,
+    /// each a round trip), from the progress it writes twice a second.
+    fn requests(&self) -> anyhow::Result<u64> {
+        std::thread::sleep(Duration::from_millis(700));
+        for record in std::fs::read_dir(self.state.join("mounts"))? {
+            let path = record?.path().join("progress.json");
+            if let Ok(bytes) = std::fs::read(&path) {
+                let v: serde_json::Value = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                return v["requests"]
+                    .as_u64()
+                    .context("no requests in progress.json");
+            }
+        }
+        Ok(0)
+    }
+
     fn image_file(&self) -> anyhow::Result<PathBuf> {
         for record in std::fs::read_dir(self.state.join("mounts"))? {
             let fuse = record?.path().join("fuse");
@@ -332,6 +350,9 @@ impl Bench {
             "60",
             "--bind",
             "0.0.0.0:0",
+            // Only the ticket's peer: nothing else to find or count.
+            "--no-dht",
+            "--no-lan",
         ]);
         let process = Proc::start(c)?;
         let mount_secs = started.elapsed().as_secs_f64();
@@ -511,8 +532,10 @@ struct LinkResult {
     baseline: u64,
     true_secs: f64,
     true_bytes: u64,
+    true_requests: u64,
     apt_secs: f64,
     apt_bytes: u64,
+    apt_requests: u64,
     whole_copy_secs: f64,
     whole_true_secs: f64,
     tcp_secs: f64,
@@ -529,7 +552,9 @@ struct Share {
 fn share(bench: &Bench, place: &Place, tree: &Path, bind: &str) -> anyhow::Result<Share> {
     let state = bench.fresh("share");
     let mut c = bench.hyperos_at(place, &state);
-    c.arg("share").arg(tree).args(["--json", "--bind", bind]);
+    c.arg("share")
+        .arg(tree)
+        .args(["--json", "--no-dht", "--no-lan", "--bind", bind]);
     let process = Proc::start(c)?;
     let v: serde_json::Value = serde_json::from_str(&process.first_line)
         .with_context(|| format!("hyperos share printed {:?}", process.first_line))?;
@@ -557,24 +582,31 @@ fn measure_link(
     };
     let (mut mounts, mut baselines, mut trues, mut true_bytes, mut apts, mut apt_bytes) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut true_requests, mut apt_requests) = (vec![], vec![]);
     for run in 0..runs {
         let m = bench.mount(mounter, &share.link, &share.ticket)?;
         mounts.push(m.mount_secs);
         baselines.push(m.baseline as f64);
+        let before = m.requests()?;
         trues.push(chroot(&m.dir, &["/bin/true"])?);
         true_bytes.push(m.fetched()? as f64);
+        true_requests.push(m.requests()?.saturating_sub(before) as f64);
         drop(m);
         let m = bench.mount(mounter, &share.link, &share.ticket)?;
+        let before = m.requests()?;
         apts.push(chroot(&m.dir, &["apt-get", "--version"])?);
         apt_bytes.push(m.fetched()? as f64);
+        apt_requests.push(m.requests()?.saturating_sub(before) as f64);
         eprintln!(
-            "{name} run {}: mount {:.2}s, /bin/true {:.3}s {}, apt-get --version {:.3}s {}",
+            "{name} run {}: mount {:.2}s, /bin/true {:.3}s {} {} requests, apt-get --version {:.3}s {} {} requests",
             run + 1,
             mounts[run],
             trues[run],
             mib(true_bytes[run] as u64),
+            true_requests[run],
             apts[run],
-            mib(apt_bytes[run] as u64)
+            mib(apt_bytes[run] as u64),
+            apt_requests[run]
         );
     }
 
@@ -631,8 +663,10 @@ fn measure_link(
         baseline: median(baselines) as u64,
         true_secs: median(trues),
         true_bytes: median(true_bytes) as u64,
+        true_requests: median(true_requests) as u64,
         apt_secs: median(apts),
         apt_bytes: median(apt_bytes) as u64,
+        apt_requests: median(apt_requests) as u64,
         whole_copy_secs,
         whole_true_secs,
         tcp_secs,
@@ -747,17 +781,48 @@ fn bench(runs: usize, out: &Path) -> anyhow::Result<()> {
         "10",
     ]);
     let relay = Proc::start(c)?;
+    // The TCP baseline takes the same path: a VXLAN tunnel (10.99.0.0/24)
+    // between sharer and mounter whose UDP datagrams cross the same tbf
+    // veths and a second relay with the same 10 ms each way, so TCP sees
+    // the 20 ms round trip too (its ACKs are held as QUIC's are).
+    sh(&format!(
+        "ip -n {s} link add vx0 type vxlan id 7 remote 10.88.51.1 local 10.88.51.2 dstport 4789 srcport 4789 4790
+         ip -n {mo} link add vx0 type vxlan id 7 remote 10.88.51.2 local 10.88.52.2 dstport 4789 srcport 4789 4790
+         ip -n {s} addr add 10.99.0.1/24 dev vx0
+         ip -n {mo} addr add 10.99.0.2/24 dev vx0
+         for n in {s} {mo}; do
+           ip -n $n link set vx0 mtu 1450 up
+           # The relay hands the inner packets on as bytes: their TCP
+           # checksums must be filled in before, not left to an offload.
+           ip netns exec $n ethtool -K vx0 tx off >/dev/null
+         done
+         ip netns exec {r} nft add rule ip relay pre iifname vm ip daddr 10.88.51.2 udp dport 4789 redirect to :7789"
+    ))?;
+    let mut c = Place(Some(r.clone())).command(&std::env::current_exe()?);
+    c.args([
+        "relay",
+        "--listen",
+        "0.0.0.0:7789",
+        "--upstream",
+        "10.88.51.2:4789",
+        "--from",
+        "10.88.51.1:4789",
+        "--delay-ms",
+        "10",
+    ]);
+    let tunnel_relay = Proc::start(c)?;
     let shaped_share = share(&bench, &Place(Some(s.clone())), &tree, "10.88.51.2:7521")?;
     results.push(measure_link(
         &bench,
         "100 Mbit/s, 20 ms RTT",
         &shaped_share,
         &Place(Some(mo.clone())),
-        (&Place(Some(s.clone())), "10.88.51.2:7522".parse()?),
+        (&Place(Some(s.clone())), "10.99.0.1:7522".parse()?),
         &image_copy,
         runs,
     )?);
     drop(shaped_share);
+    drop(tunnel_relay);
     drop(relay);
     drop(namespaces);
 
@@ -822,23 +887,25 @@ fn report(
          Each cold run mounts with a fresh state directory after `echo 3 > /proc/sys/vm/drop_caches`; the median of {runs} runs is shown. \
          *Fetched* is what the mount's blob store holds on disk after the command (allocated bytes of `<state>/p2p/store`) minus what it held right after mounting \
          (*held after mount*: the manifest, the chunk index and what mounting the filesystem read); it includes the store's own per-chunk files, so it is an upper bound on payload. \
-         Round trips are not counted (no counter exposes them yet).\n\n",
+         *Requests* are the requests the mount sent to peers during the command (its `requests` counter in `hyperos mounts --json`), each one round trip; up to 16 are in flight at once, so the round trips in sequence are fewer.\n\n",
         mib(image_len)
     ));
-    s.push_str("The shaped link is sharer ─ router ─ mounter in three network namespaces: `tc tbf` at 100 Mbit/s on both router veths, and a UDP relay in the router that holds every QUIC datagram 10 ms each way (20 ms round trip; this kernel has no `netem`). The TCP copy (this binary's `tcp-serve`/`tcp-get`, from the sharer's namespace, page cache dropped first) crosses the same shaped router but not the relay, so it sees the rate limit without the added delay: a flattering baseline.\n\n");
-    s.push_str("| link | mount | held after mount | cold `/bin/true` | fetched | share of image | cold `apt-get --version` | fetched | share of image |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("No VM is involved: the sharer, the mounter and the commands run on the host (so TCG does not matter here). The shaped link is sharer ─ router ─ mounter in three network namespaces: `tc tbf` at 100 Mbit/s on both router veths, and a UDP relay in the router that holds every QUIC datagram 10 ms each way (20 ms round trip; this kernel has no `netem`). The TCP copy (this binary's `tcp-serve`/`tcp-get`, from the sharer's namespace, page cache dropped first) takes the same path: it runs over a VXLAN tunnel between sharer and mounter whose datagrams cross the same tbf veths and a second relay with the same 10 ms each way, so TCP sees the same rate and round trip (less 50 bytes of VXLAN header per packet).\n\n");
+    s.push_str("| link | mount | held after mount | cold `/bin/true` | fetched | share of image | requests | cold `apt-get --version` | fetched | share of image | requests |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in results {
         s.push_str(&format!(
-            "| {} | {:.2} s | {} | {:.3} s | {} | {:.1} % | {:.3} s | {} | {:.1} % |\n",
+            "| {} | {:.2} s | {} | {:.3} s | {} | {:.1} % | {} | {:.3} s | {} | {:.1} % | {} |\n",
             r.name,
             r.mount_secs,
             mib(r.baseline),
             r.true_secs,
             mib(r.true_bytes),
             pct(r.true_bytes),
+            r.true_requests,
             r.apt_secs,
             mib(r.apt_bytes),
-            pct(r.apt_bytes)
+            pct(r.apt_bytes),
+            r.apt_requests
         ));
     }
     s.push_str("\nAgainst fetching the whole image first (copy the image file out of a fresh lazy mount, then a local loop mount and `chroot /bin/true`), and full-fetch throughput against a plain TCP copy of the same bytes:\n\n");
