@@ -1,32 +1,5 @@
-//! `run_bench`: live boot of containers with `hyperos run` from a `dat://`
-//! link, written as the "Live boot (hyperos run)" section of
-//! docs/benchmarks.md.
-//!
-//! Two images, shared as EROFS by `hyperos share` on another node:
-//!
-//! - a Debian bookworm minbase runs `cat /etc/debian_version`: the time from
-//!   starting `hyperos run` to the first line of its output, cold (a fresh
-//!   state directory for the reader), warm (a second run in the same state
-//!   directory), and with the whole image fetched first (`hyperos seed`,
-//!   stopped once it has everything, then the same run);
-//! - a Debian bookworm with systemd, plus a unit that writes what
-//!   `systemctl is-system-running --wait` says to a bound directory and
-//!   powers off, boots with `hyperos run --boot`: the time until that file
-//!   says running or degraded, cold and warm.
-//!
-//! On loopback, and on a 100 Mbit/s, 20 ms round-trip link between network
-//! namespaces (`shaped_link`). Bytes fetched and requests are what
-//! `hyperos run` records in `containers/<name>/last-run.json`. Every run
-//! starts after `echo 3 > /proc/sys/vm/drop_caches`. Needs root.
-
-#[path = "../debian.rs"]
-mod debian;
-#[path = "../machine.rs"]
-mod machine;
-#[path = "../report.rs"]
-mod report;
-#[path = "../shaped_link.rs"]
-mod shaped_link;
+//! The benchmark itself (Linux only: FUSE, loop and overlay mounts,
+//! systemd-nspawn, network namespaces).
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read};
@@ -36,13 +9,15 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::machine::{machine, today};
+use crate::shaped_link::{ShapedLink, in_netns};
+use crate::{debian, report};
 use anyhow::{Context, bail};
 use clap::Parser;
-use machine::{machine, today};
-use shaped_link::{ShapedLink, in_netns};
 
 #[derive(Debug, Parser)]
 #[command(
+    name = "run_bench",
     about = "Measure `hyperos run` from a dat:// link and write its section of docs/benchmarks.md"
 )]
 struct Args {
@@ -70,7 +45,7 @@ ExecStart=/bin/sh -c 'systemctl is-system-running --wait > /out/state.tmp; mv /o
 WantedBy=multi-user.target
 ";
 
-fn main() -> anyhow::Result<()> {
+pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.runs == 0 {
         bail!("--runs 0 measures nothing: give at least 1");
