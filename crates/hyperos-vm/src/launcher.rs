@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::VmError;
 use crate::accel::Accel;
 use crate::manager::SupervisorLauncher;
-use crate::paths::{InstanceDir, StateDir};
+use crate::paths::InstanceDir;
 
 /// The hidden subcommand that runs a supervisor.
 pub const SUPERVISE: &str = "__supervise";
@@ -145,7 +145,7 @@ impl SuperviseArgs {
     /// Runs the supervisor until QEMU exits (blocking; builds its own runtime).
     #[cfg(unix)]
     pub fn run(self) -> Result<(), VmError> {
-        let dir = StateDir::at(&self.state_dir).instance(&self.name);
+        let dir = crate::paths::StateDir::at(&self.state_dir).instance(&self.name);
         if !dir.exists() {
             return Err(VmError::UnknownInstance(self.name));
         }
