@@ -75,12 +75,26 @@ test("the whole app: VM, terminal, links, tray, login item, single instance", as
       const started = Date.now();
       await s.click("#start");
       await s.until("booting", async () => ["starting", "booting"].includes(await s.text("#state")), 5000);
+      // The window follows state.json within a second (notify, no polling).
+      const stateFile = join(env.HYPEROS_STATE_DIR, "instances/default/state.json");
+      let fileRunningAt = null;
+      let windowRunningAt = null;
       const ip = await s.until(
         "running with an IP",
-        async () => (await s.text("#state")) === "running" && (await s.text("#ip")) !== "–" && s.text("#ip"),
+        async () => {
+          try {
+            if (!fileRunningAt && JSON.parse(readFileSync(stateFile, "utf8")).phase === "running") fileRunningAt = Date.now();
+          } catch {}
+          const running = (await s.text("#state")) === "running";
+          if (running && !windowRunningAt) windowRunningAt = Date.now();
+          return running && (await s.text("#ip")) !== "–" && s.text("#ip");
+        },
         150000,
       );
       assert.match(ip, /^\d+\.\d+\.\d+\.\d+$/);
+      assert.ok(fileRunningAt, "state.json never said running");
+      t.diagnostic(`window showed running ${windowRunningAt - fileRunningAt} ms after state.json did`);
+      assert.ok(windowRunningAt - fileRunningAt < 1000, `the window lagged ${windowRunningAt - fileRunningAt} ms behind state.json`);
       t.diagnostic(`boot to running in the window: ${((Date.now() - started) / 1000).toFixed(1)} s`);
       // The boot call returns a moment after state.json says running.
       const items = await s.until("the tray's running menu", async () => {
