@@ -5,10 +5,10 @@
 // without one, a second launch that focuses the first, and stopping.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { execFileSync, spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { app, appEnv, killVms, repo, Session, startDriver, startXvfb } from "./webdriver.mjs";
+import { app, appEnv, killVms, repo, Session, shots, startDriver, startXvfb } from "./webdriver.mjs";
 
 let xvfb;
 before(async () => {
@@ -108,6 +108,16 @@ test("the whole app: VM, terminal, links, tray, login item, single instance", as
       assert.match(await s.text("#memory"), /MiB/);
     });
 
+    await t.test("the tray icon sits in the system tray", async () => {
+      // trayer (XEmbed) hosts it: the icon's window is embedded in its panel.
+      const tree = execFileSync("xwininfo", ["-root", "-tree"], { env: { ...process.env, DISPLAY: xvfb.display } }).toString();
+      const panel = tree.indexOf('("panel" "trayer")');
+      assert.ok(panel >= 0, `no tray host:\n${tree}`);
+      assert.match(tree.slice(panel), /"tray-icon tray app hyperos"/, "the app's icon is not in the tray");
+      mkdirSync(shots, { recursive: true });
+      execFileSync("import", ["-window", "root", join(shots, "desktop-with-tray.png")], { env: { ...process.env, DISPLAY: xvfb.display } });
+    });
+
     await t.test("a terminal tab answers `hostname`", async () => {
       const hostname = await s.text("#hostname");
       await s.click("#new-tab");
@@ -178,7 +188,13 @@ test("the whole app: VM, terminal, links, tray, login item, single instance", as
 
     await t.test("Stop powers the VM off", async () => {
       await s.click("#stop");
-      await s.until("stopped", async () => (await s.text("#state")) === "stopped" && (await s.text("#ip")) === "–", 60000);
+      let seen = "";
+      await s
+        .until("stopped", async () => {
+          seen = `state ${await s.text("#state")}, ip ${await s.text("#ip")}, error ${await s.text("#action-error")}`;
+          return (await s.text("#state")) === "stopped" && (await s.text("#ip")) === "–";
+        }, 120000)
+        .catch((e) => assert.fail(`${e.message}; the window shows ${seen}; state.json: ${readFileSync(join(env.HYPEROS_STATE_DIR, "instances/default/state.json"), "utf8")}`));
       const items = await menu(s);
       assert.ok(entry(items, "start").enabled && !entry(items, "stop").enabled);
       await s.screenshot("stopped-after");

@@ -39,7 +39,19 @@ export async function startXvfb() {
     });
     xvfb.on("exit", (code) => fail(new Error(`Xvfb exited with ${code}`)));
   });
-  return { display, stop: () => xvfb.kill() };
+  // A system tray host (XEmbed), so the app's tray icon has somewhere to live.
+  const tray = spawn("trayer", ["--edge", "top", "--align", "right", "--widthtype", "request", "--height", "32", "--SetDockType", "true"], {
+    env: { ...process.env, DISPLAY: display },
+    stdio: "ignore",
+  });
+  tray.on("error", () => {});
+  return {
+    display,
+    stop: () => {
+      tray.kill();
+      xvfb.kill();
+    },
+  };
 }
 
 /**
