@@ -27,24 +27,37 @@ fn skip(test: &str) -> bool {
     !root
 }
 
-/// Shares `dir` from the host in the background; returns the link.
-fn share(env: &Env, dir: &Path) -> String {
-    let out = env.ok(&[
-        "share",
-        dir.to_str().unwrap(),
-        "--daemon",
-        "--json",
-        "--bind",
-        "127.0.0.1:0",
-        "--no-dht",
-        "--no-lan",
-    ]);
-    let shared: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    shared["link"].as_str().unwrap().to_owned()
+/// A share of the host's running in the background, stopped when dropped
+/// (also when a test fails half-way).
+struct Share<'a> {
+    env: &'a Env,
+    link: String,
 }
 
-fn unshare(env: &Env, link: &str) {
-    env.ok(&["unshare", link]);
+impl Share<'_> {
+    fn start<'a>(env: &'a Env, dir: &Path) -> Share<'a> {
+        let out = env.ok(&[
+            "share",
+            dir.to_str().unwrap(),
+            "--daemon",
+            "--json",
+            "--bind",
+            "127.0.0.1:0",
+            "--no-dht",
+            "--no-lan",
+        ]);
+        let shared: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        Share {
+            env,
+            link: shared["link"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        let _ = self.env.run(&["unshare", &self.link]);
+    }
 }
 
 #[test]
@@ -55,7 +68,8 @@ fn run_in_the_vm_fetches_a_small_part_from_the_host_share() {
     let rootfs = debian_rootfs("bookworm-minbase", &[]);
     let version = std::fs::read_to_string(rootfs.join("etc/debian_version")).unwrap();
     let env = Env::new();
-    let link = share(&env, &rootfs);
+    let share = Share::start(&env, &rootfs);
+    let link = share.link.clone();
     env.boot("main", &[]);
     let started = Instant::now();
     let out = env.run(&[
@@ -127,7 +141,7 @@ fn run_in_the_vm_fetches_a_small_part_from_the_host_share() {
         "true",
     ]);
     assert!(err.contains("--vm runs dat:// links"), "{err}");
-    unshare(&env, &link);
+    drop(share);
 }
 
 /// A tiny root: static busybox and os-release.
@@ -153,7 +167,8 @@ fn synced_writes_survive_twenty_hard_kills_of_the_vm() {
     let image = tempfile::tempdir().unwrap();
     busybox_root(image.path());
     let env = Env::new();
-    let link = share(&env, image.path());
+    let share = Share::start(&env, image.path());
+    let link = share.link.clone();
     for trial in 1..=TRIALS {
         env.boot("main", &[]);
         // Everything written and synced before the last kill is there; then
@@ -183,5 +198,5 @@ fn synced_writes_survive_twenty_hard_kills_of_the_vm() {
     ]);
     let expected: String = (1..=TRIALS).map(|i| format!("{i}\n")).collect();
     assert_eq!(out, expected);
-    unshare(&env, &link);
+    drop(share);
 }
