@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Running, repo, text};
+use common::{BIN, Running, debian_rootfs, text};
 
 fn not_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -224,64 +224,6 @@ fn drop_caches() {
     std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
 }
 
-/// The Debian mirror apt uses here.
-fn debian_mirror() -> String {
-    let mut texts = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        for e in dir.flatten() {
-            if e.path()
-                .extension()
-                .is_some_and(|x| x == "sources" || x == "list")
-            {
-                texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    texts.push(std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
-    for t in &texts {
-        for line in t.lines() {
-            let w: Vec<&str> = line.split_whitespace().collect();
-            let url = match w.as_slice() {
-                ["URIs:", url, ..] => url,
-                ["deb", rest @ ..] => match rest.iter().find(|x| x.starts_with("http")) {
-                    Some(url) => url,
-                    None => continue,
-                },
-                _ => continue,
-            };
-            if url.starts_with("http") && url.trim_end_matches('/').ends_with("/debian") {
-                return (*url).to_owned();
-            }
-        }
-    }
-    "http://deb.debian.org/debian".to_owned()
-}
-
-/// A Debian bookworm minbase root filesystem, made once with debootstrap
-/// and kept under target/bench-cache/ (shared with `archive_bench`).
-fn debian_rootfs() -> PathBuf {
-    let cache = repo().join("target/bench-cache");
-    std::fs::create_dir_all(&cache).unwrap();
-    let rootfs = cache.join("bookworm-minbase");
-    let lock = std::fs::File::create(cache.join(".rootfs.lock")).unwrap();
-    lock.lock().unwrap();
-    if !rootfs.join("usr/bin/apt-get").exists() {
-        let tmp = cache.join("bookworm-minbase.tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        let out = Command::new("debootstrap")
-            .args(["--variant=minbase", "bookworm"])
-            .arg(&tmp)
-            .arg(debian_mirror())
-            .output()
-            .expect("debootstrap (apt-get install debootstrap)");
-        assert!(out.status.success(), "debootstrap: {}", text(&out.stderr));
-        let _ = std::fs::remove_dir_all(&rootfs);
-        std::fs::rename(&tmp, &rootfs).unwrap();
-    }
-    lock.unlock().unwrap();
-    rootfs
-}
-
 /// Compares every entry under `orig` with the same path under `copy`: type,
 /// mode, owner, size, contents of regular files, link targets, device
 /// numbers, and the names in every directory. Returns (files, bytes).
@@ -380,7 +322,7 @@ fn two_namespaces_share_mount_compare_every_file_cut_and_unmount() {
         eprintln!("needs root for network namespaces and mounts; skipped");
         return;
     }
-    let rootfs = debian_rootfs();
+    let rootfs = debian_rootfs("bookworm-minbase", &[]);
     let tmp = tempfile::tempdir().unwrap();
     let lab = Lab::new("a", 2);
     lab.link(1, 2, 41);
@@ -447,7 +389,7 @@ fn three_namespaces_second_reader_over_a_shaped_link_and_cut_first() {
         eprintln!("needs root for network namespaces and mounts; skipped");
         return;
     }
-    let rootfs = debian_rootfs();
+    let rootfs = debian_rootfs("bookworm-minbase", &[]);
     let tmp = tempfile::tempdir().unwrap();
     // 1 ↔ 2 on 10.88.42.0/24; 1 ↔ 3 on 10.88.43.0/24, shaped to 50 Mbit/s
     // both ways; 3 reaches the sharer's address on the other link through 1.

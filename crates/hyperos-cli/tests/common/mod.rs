@@ -225,7 +225,13 @@ pub fn debian_mirror() -> String {
     let mut texts = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
         for entry in dir.flatten() {
-            texts.push(std::fs::read_to_string(entry.path()).unwrap_or_default());
+            if entry
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sources" || x == "list")
+            {
+                texts.push(std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
         }
     }
     texts.push(std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
