@@ -56,20 +56,24 @@ pub fn publish(app: &AppHandle) -> bool {
     let view = state.view(app);
     let live = matches!(view.vm.state.as_str(), "booting" | "running" | "stopping");
     {
-        // Not held while the tray updates: that waits on the main thread,
-        // which may itself be publishing.
         let mut last = lock(&state.last);
         if last.as_ref() == Some(&view) {
             return live;
         }
         *last = Some(view.clone());
     }
-    if let Some(tray) = state.tray.get()
-        && let Err(err) = tray.update(app, &view)
-    {
-        tracing::warn!("could not update the tray: {err}");
-    }
     let _ = app.emit("view", &view);
+    // The tray lives on the main thread: hand it the view there instead of
+    // waiting for the main thread from here (the watch thread must never
+    // block on it).
+    let handle = app.clone();
+    let _ = app.run_on_main_thread(move || {
+        if let Some(tray) = handle.state::<AppState>().tray.get()
+            && let Err(err) = tray.update(&handle, &view)
+        {
+            tracing::warn!("could not update the tray: {err}");
+        }
+    });
     live
 }
 

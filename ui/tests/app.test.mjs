@@ -5,7 +5,7 @@
 // without one, a second launch that focuses the first, and stopping.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { execFileSync, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { app, appEnv, killVms, repo, Session, shots, startDriver, startXvfb } from "./webdriver.mjs";
@@ -21,7 +21,7 @@ const menu = (s) => s.invoke("tray_model");
 const entry = (items, id) => items.find((e) => e.id === id);
 
 test("without a keychain service the key falls back to a 0600 file", async () => {
-  const { env } = appEnv(xvfb.display);
+  const { root, env } = appEnv(xvfb.display);
   delete env.DBUS_SESSION_BUS_ADDRESS;
   const driver = await startDriver(env);
   const s = await Session.start(driver.base);
@@ -34,12 +34,13 @@ test("without a keychain service the key falls back to a 0600 file", async () =>
   } finally {
     await s.end();
     driver.stop();
+    rmSync(root, { recursive: true, force: true, maxRetries: 5 });
   }
 });
 
 test("the whole app: VM, terminal, links, tray, login item, single instance", async (t) => {
   // A real Secret Service: the key must live there and never on disk.
-  const { env } = appEnv(xvfb.display);
+  const { root, env } = appEnv(xvfb.display);
   const driver = await startDriver(env, { keyring: true });
   const s = await Session.start(driver.base);
   const keys = join(env.HYPEROS_STATE_DIR, "keys");
@@ -204,6 +205,7 @@ test("the whole app: VM, terminal, links, tray, login item, single instance", as
     driver.stop();
     killVms(env.HYPEROS_STATE_DIR);
     unshareAll(env);
+    rmSync(root, { recursive: true, force: true, maxRetries: 5 });
   }
 });
 
