@@ -333,11 +333,16 @@ fn tray_model(app: AppHandle) -> Vec<MenuEntry> {
 }
 
 /// The Boot button: checks the link and returns the guest command that
-/// boots it (see `link.rs`).
+/// boots it, and its container's name (see `link.rs`).
 #[tauri::command]
-async fn boot_link_command(app: AppHandle, link: String) -> Result<String, String> {
-    let root = app.state::<AppState>().vm.state_dir().root().to_owned();
-    crate::link::guest_boot_command(&root, &link)
+async fn boot_link_command(app: AppHandle, link: String) -> Result<crate::link::Boot, String> {
+    let state = app.state::<AppState>();
+    let root = state.vm.state_dir().root().to_owned();
+    let deadline = lock(&state.settings)
+        .run_deadline_secs
+        .map(std::time::Duration::from_secs);
+    let name = crate::link::container_name(&link, hyperos_vm::state::now_ms());
+    crate::link::guest_boot_command(&root, &link, &name, deadline)
 }
 
 #[tauri::command]
@@ -347,11 +352,14 @@ async fn term_open(
     cols: u32,
     rows: u32,
     command: Option<String>,
+    container: Option<String>,
 ) -> Result<u32, String> {
     let state = app.state::<AppState>();
     let terminals = state.terminals.clone();
     let vm = state.vm.clone();
-    terminals.open(vm, events, cols, rows, command).await
+    terminals
+        .open(vm, events, cols, rows, command, container)
+        .await
 }
 
 #[tauri::command]

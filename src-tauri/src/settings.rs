@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// Boot the VM when the app starts at login.
     pub boot_at_login: bool,
+    /// How long a booted link's reads wait for peers in the guest
+    /// (`hyperos run --deadline`); the core's default when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_deadline_secs: Option<u64>,
 }
 
 pub fn path(state_root: &Path) -> PathBuf {
@@ -52,6 +56,7 @@ mod tests {
         assert_eq!(Settings::load(tmp.path()), Settings::default());
         let s = Settings {
             boot_at_login: true,
+            run_deadline_secs: Some(5),
         };
         s.save(tmp.path()).unwrap();
         assert_eq!(Settings::load(tmp.path()), s);

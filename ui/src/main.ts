@@ -31,7 +31,27 @@ interface AppView {
   boot_at_login: boolean;
 }
 
-type TermEvent = { kind: "data"; data: number[] } | { kind: "exit"; status: number };
+interface Progress {
+  bytes_fetched: number;
+  bytes_from_cache: number;
+  image_len: number;
+  requests: number;
+  failed_requests: number;
+  peers_known: number;
+  peers_connected: number;
+}
+
+type TermEvent =
+  | { kind: "data"; data: number[] }
+  | ({ kind: "progress" } & Progress)
+  | { kind: "exit"; status: number; error: string | null };
+
+// What a tab that boots a link reports back to the link field.
+interface BootHooks {
+  container: string;
+  onProgress(p: Progress): void;
+  onExit(status: number, error: string | null): void;
+}
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -140,7 +160,7 @@ function closeTab(tab: Tab) {
   $("empty").hidden = tabs.length > 0;
 }
 
-async function openTab(title: string, command: string | null): Promise<Tab> {
+async function openTab(title: string, command: string | null, boot: BootHooks | null = null): Promise<Tab> {
   const pane = document.createElement("div");
   pane.className = "pane";
   $("panes").appendChild(pane);
@@ -186,10 +206,12 @@ async function openTab(title: string, command: string | null): Promise<Tab> {
   const events = new Channel<TermEvent>();
   events.onmessage = (ev) => {
     if (ev.kind === "data") term.write(new Uint8Array(ev.data));
+    else if (ev.kind === "progress") boot?.onProgress(ev);
     else {
       term.write(`\r\n\x1b[2m[session ended with status ${ev.status}]\x1b[0m\r\n`);
       tab.id = null;
       button.classList.add("ended");
+      boot?.onExit(ev.status, ev.error);
     }
   };
   // Output (the prompt) can arrive before term_open returns the id: keep
@@ -200,11 +222,18 @@ async function openTab(title: string, command: string | null): Promise<Tab> {
     else if (tab.id != null) invoke("term_write", { id: tab.id, data }).catch(() => {});
   });
   try {
-    tab.id = await invoke<number>("term_open", { events, cols: term.cols, rows: term.rows, command });
+    tab.id = await invoke<number>("term_open", {
+      events,
+      cols: term.cols,
+      rows: term.rows,
+      command,
+      container: boot?.container ?? null,
+    });
   } catch (e) {
     term.write(`\x1b[31m${String(e)}\x1b[0m\r\n`);
     button.classList.add("ended");
     pending = null;
+    boot?.onExit(255, String(e));
     return tab;
   }
   const queued = pending.join("");
@@ -219,13 +248,26 @@ async function openTab(title: string, command: string | null): Promise<Tab> {
 new ResizeObserver(() => active?.fit.fit()).observe($("panes"));
 
 // ── booting a link ──────────────────────────────────────────────────────
+const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
+
+// "fetched X of Y MB · N peers": what the booting container has fetched.
+function progressText(p: Progress): string {
+  const peers = `${p.peers_connected} peer${p.peers_connected === 1 ? "" : "s"}`;
+  return `fetched ${mb(p.bytes_fetched)} of ${mb(p.image_len)} MB · ${peers}`;
+}
+
+// The link field reports on the latest boot only.
+let latestBoot = 0;
+
 async function bootLink(text: string) {
   const error = $("link-error");
   const progress = $("boot-progress");
+  const boot = ++latestBoot;
   error.hidden = true;
   let command: string;
+  let container: string;
   try {
-    command = await invoke<string>("boot_link_command", { link: text });
+    ({ command, name: container } = await invoke<{ command: string; name: string }>("boot_link_command", { link: text }));
   } catch (e) {
     error.textContent = String(e);
     error.hidden = false;
@@ -246,8 +288,22 @@ async function bootLink(text: string) {
   progress.textContent = `Booting ${text.trim()}…`;
   progress.hidden = false;
   const key = text.trim().replace(/^dat:\/\//, "");
-  await openTab(`dat://${key.slice(0, 8)}…`, command);
-  progress.hidden = true;
+  await openTab(`dat://${key.slice(0, 8)}…`, command, {
+    container,
+    onProgress(p) {
+      if (boot !== latestBoot) return;
+      progress.textContent = progressText(p);
+      progress.hidden = false;
+    },
+    onExit(_status, failure) {
+      if (boot !== latestBoot) return;
+      progress.hidden = true;
+      if (failure) {
+        error.textContent = failure;
+        error.hidden = false;
+      }
+    },
+  });
 }
 
 $("link").addEventListener("input", () => ($("link-error").hidden = true));

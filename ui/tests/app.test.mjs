@@ -5,7 +5,7 @@
 // without one, a second launch that focuses the first, and stopping.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { execFileSync, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { app, appEnv, killVms, repo, Session, shots, startDriver, startXvfb } from "./webdriver.mjs";
@@ -41,6 +41,10 @@ test("without a keychain service the key falls back to a 0600 file", async () =>
 test("the whole app: VM, terminal, links, tray, login item, single instance", async (t) => {
   // A real Secret Service: the key must live there and never on disk.
   const { root, env } = appEnv(xvfb.display);
+  // A short wait for peers in the guest: the unreachable link fails fast.
+  const deadline = 5;
+  mkdirSync(env.HYPEROS_STATE_DIR, { recursive: true });
+  writeFileSync(join(env.HYPEROS_STATE_DIR, "desktop.json"), JSON.stringify({ run_deadline_secs: deadline }));
   const driver = await startDriver(env, { keyring: true });
   const s = await Session.start(driver.base);
   const keys = join(env.HYPEROS_STATE_DIR, "keys");
@@ -141,8 +145,22 @@ test("the whole app: VM, terminal, links, tray, login item, single instance", as
       const shared = shareRootfs(env);
       await s.exec(`const l = document.querySelector("#link"); l.value = arguments[0];`, shared.link);
       await s.click("#boot");
+      const booted = Date.now();
       await s.until("a second tab", async () => (await s.exec(`return window.__hyperos.tabCount()`)) === 2);
       assert.ok(!(await s.visible("#link-error")));
+      // While the container starts, the guest's progress.json shows under
+      // the link field.
+      let shown = "";
+      const progress = await s
+        .until("fetch progress under the link", async () => {
+          shown = (await s.visible("#boot-progress")) ? await s.text("#boot-progress") : "(hidden)";
+          const m = /^fetched (\d+\.\d) of (\d+\.\d) MB · (\d+) peers?$/.exec(shown);
+          return m && +m[1] > 0 && +m[3] >= 1 && m;
+        }, 90000)
+        .catch((e) => assert.fail(`${e.message}; it shows ${shown}`));
+      t.diagnostic(`progress after ${((Date.now() - booted) / 1000).toFixed(1)} s: ${progress[0]}`);
+      assert.ok(+progress[1] <= +progress[2], progress[0]);
+      assert.ok(+progress[2] > 50, `a Debian minbase is more than ${progress[2]} MB`);
       // No command: the container's shell. Ask it which Debian it is.
       let screen = "";
       const prompt = async () => {
@@ -161,6 +179,31 @@ test("the whole app: VM, terminal, links, tray, login item, single instance", as
       await s.type(".pane.active .xterm-helper-textarea", "exit\n");
       await s.until("the container's end", async () =>
         /session ended with status \d+/.test(await s.exec(`return window.__hyperos.terminalText(1)`)), 30000);
+      await s.until("the progress gone", async () => !(await s.visible("#boot-progress")));
+      assert.ok(!(await s.visible("#link-error")), "a clean exit is not an error");
+    });
+
+    await t.test("a link nobody shares is an inline error", async () => {
+      // The ed25519 base point: a valid key, of an archive no peer has.
+      const link = `dat://58${"66".repeat(31)}`;
+      await s.exec(`const l = document.querySelector("#link"); l.value = arguments[0];`, link);
+      const booted = Date.now();
+      await s.click("#boot");
+      await s.until("a third tab", async () => (await s.exec(`return window.__hyperos.tabCount()`)) === 3);
+      let screen = "";
+      const err = await s
+        .until("the inline error", async () => {
+          screen = await s.exec(`return window.__hyperos.terminalText(2)`);
+          return (await s.visible("#link-error")) && s.text("#link-error");
+        }, 60000)
+        .catch((e) => assert.fail(`${e.message}; the tab shows:\n${screen}`));
+      t.diagnostic(`inline error after ${((Date.now() - booted) / 1000).toFixed(1)} s (deadline ${deadline} s): ${err}`);
+      assert.match(err, /^hyperos: /);
+      assert.ok(!err.includes("\n"), "one line");
+      // The same line ends the tab's output.
+      assert.ok(screen.replace(/\s/g, "").includes(err.replace(/\s/g, "")), `the tab shows:\n${screen}`);
+      assert.ok(!(await s.visible("#boot-progress")));
+      await s.screenshot("unreachable-link");
     });
 
     await t.test("Start at Login writes and removes the XDG autostart entry", async () => {
@@ -173,8 +216,9 @@ test("the whole app: VM, terminal, links, tray, login item, single instance", as
       assert.match(desktop, /^Exec=.*hyperos-desktop.* --autostart/m);
       assert.equal(entry(await menu(s), "autostart").checked, true);
       await s.click("#boot-at-login");
-      await s.until("the setting", async () => existsSync(join(env.HYPEROS_STATE_DIR, "desktop.json")));
-      assert.equal(JSON.parse(readFileSync(join(env.HYPEROS_STATE_DIR, "desktop.json"), "utf8")).boot_at_login, true);
+      const saved = () => JSON.parse(readFileSync(join(env.HYPEROS_STATE_DIR, "desktop.json"), "utf8"));
+      await s.until("the setting", async () => saved().boot_at_login === true);
+      assert.equal(saved().run_deadline_secs, deadline, "saving a setting keeps the others");
       await s.click("#autostart");
       await s.until("the file removed", async () => !existsSync(file));
       assert.equal(entry(await menu(s), "autostart").checked, false);
