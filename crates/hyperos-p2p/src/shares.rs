@@ -216,6 +216,14 @@ mod tests {
             .args(["-c", "sleep 30", "share"])
             .spawn()
             .unwrap();
+        // Until `sh` has replaced the forked copy of this test, the process's
+        // arguments are in flux; wait for its own.
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"sh\0")) {
+            assert!(std::time::Instant::now() < deadline, "sh never started");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let alive = record(child.id());
         alive.write(dir.path()).unwrap();
         assert_eq!(local_shares(dir.path()), vec![alive]);
