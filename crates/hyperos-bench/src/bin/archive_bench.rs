@@ -12,8 +12,12 @@
 //! the kernel here has no `netem`). The TCP baseline crosses the same path
 //! inside a VXLAN tunnel, through a second such relay. Needs root.
 
+#[path = "../debian.rs"]
+mod debian;
 #[path = "../machine.rs"]
 mod machine;
+#[path = "../report.rs"]
+mod report;
 use machine::{machine, today};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -453,68 +457,6 @@ fn mib(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / 1048576.0)
 }
 
-/// The Debian mirror apt uses here.
-fn debian_mirror() -> String {
-    let mut texts = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        for e in dir.flatten() {
-            if e.path()
-                .extension()
-                .is_some_and(|x| x == "sources" || x == "list")
-            {
-                texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    texts.push(std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
-    for t in &texts {
-        for line in t.lines() {
-            let w: Vec<&str> = line.split_whitespace().collect();
-            let url = match w.as_slice() {
-                ["URIs:", url, ..] => *url,
-                ["deb", rest @ ..] => match rest.iter().find(|x| x.starts_with("http")) {
-                    Some(url) => *url,
-                    None => continue,
-                },
-                _ => continue,
-            };
-            if url.starts_with("http") && url.trim_end_matches('/').ends_with("/debian") {
-                return url.to_owned();
-            }
-        }
-    }
-    "http://deb.debian.org/debian".to_owned()
-}
-
-/// The minbase root filesystem, made once with debootstrap and kept under
-/// target/bench-cache/ (shared with the netns_archive tests).
-fn rootfs(repo: &Path) -> anyhow::Result<PathBuf> {
-    let cache = repo.join("target/bench-cache");
-    std::fs::create_dir_all(&cache)?;
-    let rootfs = cache.join("bookworm-minbase");
-    let lock = std::fs::File::create(cache.join(".rootfs.lock"))?;
-    lock.lock()?;
-    if !rootfs.join("usr/bin/apt-get").exists() {
-        let tmp = cache.join("bookworm-minbase.tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        let mirror = debian_mirror();
-        eprintln!("debootstrap --variant=minbase bookworm from {mirror}");
-        let status = Command::new("debootstrap")
-            .args(["--variant=minbase", "bookworm"])
-            .arg(&tmp)
-            .arg(&mirror)
-            .status()
-            .context("running debootstrap (apt-get install debootstrap)")?;
-        if !status.success() {
-            bail!("debootstrap failed");
-        }
-        let _ = std::fs::remove_dir_all(&rootfs);
-        std::fs::rename(&tmp, &rootfs)?;
-    }
-    lock.unlock()?;
-    Ok(rootfs)
-}
-
 /// Network namespaces, deleted when dropped.
 struct Namespaces(Vec<String>);
 
@@ -706,7 +648,7 @@ fn bench(runs: usize, out: &Path) -> anyhow::Result<()> {
         );
     }
     let machine = machine();
-    let tree = rootfs(&repo)?;
+    let tree = debian::rootfs(&repo, "bookworm-minbase", &[])?;
     let bench = Bench {
         hyperos,
         work: tempfile::Builder::new()
@@ -868,31 +810,11 @@ fn bench(runs: usize, out: &Path) -> anyhow::Result<()> {
     );
     println!("{section}");
     let old = std::fs::read_to_string(out).unwrap_or_default();
-    std::fs::write(out, replace_section(&old, &section))?;
+    std::fs::write(out, report::replace_section(&old, HEADING, &section))?;
     Ok(())
 }
 
 const HEADING: &str = "## Lazy mount of a shared archive";
-
-/// `old` with its lazy-mount section replaced by `section` (or appended).
-fn replace_section(old: &str, section: &str) -> String {
-    let Some(start) = old.find(HEADING) else {
-        let sep = if old.is_empty() || old.ends_with("\n\n") {
-            ""
-        } else if old.ends_with('\n') {
-            "\n"
-        } else {
-            "\n\n"
-        };
-        return format!("{old}{sep}{section}");
-    };
-    let rest = &old[start + HEADING.len()..];
-    let end = rest
-        .find("\n## ")
-        .map(|i| start + HEADING.len() + i + 1)
-        .unwrap_or(old.len());
-    format!("{}{section}{}", &old[..start], &old[end..])
-}
 
 #[allow(clippy::too_many_arguments)]
 fn report(
