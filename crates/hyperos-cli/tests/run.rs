@@ -12,116 +12,19 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Running, text};
+use common::{HostState as State, Running, busybox_root, is_root, text};
 
 fn skip(test: &str) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let root = is_root();
     let nspawn = Path::new("/usr/bin/systemd-nspawn").exists();
     if !(root && nspawn) {
         eprintln!("skipping {test}: needs root and systemd-nspawn");
     }
     !(root && nspawn)
-}
-
-/// A state directory of its own.
-struct State {
-    dir: tempfile::TempDir,
-}
-
-impl State {
-    fn new() -> State {
-        State {
-            dir: tempfile::Builder::new()
-                .prefix("hyperos-run-")
-                .tempdir()
-                .unwrap(),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env("HYPEROS_STATE_DIR", self.dir.path())
-            .env("HYPEROS_KEYSTORE", "file")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "hyperos {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    fn container(&self, name: &str) -> PathBuf {
-        self.dir.path().join("containers").join(name)
-    }
-
-    fn last_run(&self, name: &str) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(self.container(name).join("last-run.json")).unwrap())
-            .unwrap()
-    }
-
-    /// Mounts under the state directory (there must be none between runs).
-    fn mounts(&self) -> Vec<String> {
-        let prefix = self.dir.path().to_string_lossy().into_owned();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&prefix))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for State {
-    fn drop(&mut self) {
-        // Whatever a failed test left running or mounted.
-        let _ = Command::new("pkill")
-            .args(["-f", &self.dir.path().to_string_lossy()])
-            .status();
-        for m in self.mounts().iter().rev() {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
-    }
-}
-
-/// A tiny root filesystem: static busybox and its applets, os-release.
-fn busybox_root(dir: &Path) {
-    for d in [
-        "bin", "etc", "usr/lib", "tmp", "proc", "sys", "dev", "run", "var",
-    ] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in text(&list.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
-        }
-    }
-    std::fs::write(dir.join("usr/lib/os-release"), "ID=hyperos-test\n").unwrap();
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-    std::fs::write(dir.join("etc/greeting"), "hello from the image\n").unwrap();
 }
 
 #[test]

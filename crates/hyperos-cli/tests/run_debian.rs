@@ -11,16 +11,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Running, debian_rootfs, text};
+use common::{HostState, Running, debian_rootfs, is_root};
 
 fn skip(test: &str) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let root = is_root();
     let tools = ["/usr/bin/systemd-nspawn", "/usr/sbin/debootstrap"]
         .iter()
         .all(|p| Path::new(p).exists());
@@ -30,28 +27,6 @@ fn skip(test: &str) -> bool {
     !(root && tools)
 }
 
-fn hyperos(state: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env("HYPEROS_STATE_DIR", state)
-        .env("HYPEROS_KEYSTORE", "file")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    c
-}
-
-fn ok(state: &Path, args: &[&str]) -> String {
-    let out = hyperos(state, args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "hyperos {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 #[test]
 fn a_shared_debian_image_runs_a_command_fetching_a_small_part() {
     if skip("a_shared_debian_image_runs_a_command_fetching_a_small_part") {
@@ -59,48 +34,39 @@ fn a_shared_debian_image_runs_a_command_fetching_a_small_part() {
     }
     let rootfs = debian_rootfs("bookworm-minbase", &[]);
     let version = std::fs::read_to_string(rootfs.join("etc/debian_version")).unwrap();
-    let publisher = tempfile::tempdir().unwrap();
-    let reader = tempfile::tempdir().unwrap();
-    let share = Running::start(hyperos(
-        publisher.path(),
-        &[
-            "share",
-            rootfs.to_str().unwrap(),
-            "--json",
-            "--bind",
-            "127.0.0.1:0",
-            "--no-dht",
-            "--no-lan",
-        ],
-    ));
+    let publisher = HostState::new();
+    let reader = HostState::new();
+    let share = Running::start(publisher.cmd(&[
+        "share",
+        rootfs.to_str().unwrap(),
+        "--json",
+        "--bind",
+        "127.0.0.1:0",
+        "--no-dht",
+        "--no-lan",
+    ]));
     let shared: serde_json::Value = serde_json::from_str(&share.first_line).unwrap();
     let (link, ticket) = (
         shared["link"].as_str().unwrap(),
         shared["ticket"].as_str().unwrap(),
     );
     let started = Instant::now();
-    let out = ok(
-        reader.path(),
-        &[
-            "run",
-            "--name",
-            "deb",
-            "--no-dht",
-            "--no-lan",
-            "--peer",
-            ticket,
-            link,
-            "--",
-            "cat",
-            "/etc/debian_version",
-        ],
-    );
+    let out = reader.ok(&[
+        "run",
+        "--name",
+        "deb",
+        "--no-dht",
+        "--no-lan",
+        "--peer",
+        ticket,
+        link,
+        "--",
+        "cat",
+        "/etc/debian_version",
+    ]);
     let cold = started.elapsed();
     assert_eq!(out, version);
-    let last: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(reader.path().join("containers/deb/last-run.json")).unwrap(),
-    )
-    .unwrap();
+    let last = reader.last_run("deb");
     let fetched = last["bytes_fetched"].as_u64().unwrap();
     let len = last["image_len"].as_u64().unwrap();
     eprintln!(
@@ -113,22 +79,19 @@ fn a_shared_debian_image_runs_a_command_fetching_a_small_part() {
     );
     // Warm: the same command reads from the cache, with the sharer gone.
     share.stop();
-    let out = ok(
-        reader.path(),
-        &[
-            "run",
-            "--name",
-            "deb",
-            "--no-dht",
-            "--no-lan",
-            "--deadline",
-            "5",
-            link,
-            "--",
-            "cat",
-            "/etc/debian_version",
-        ],
-    );
+    let out = reader.ok(&[
+        "run",
+        "--name",
+        "deb",
+        "--no-dht",
+        "--no-lan",
+        "--deadline",
+        "5",
+        link,
+        "--",
+        "cat",
+        "/etc/debian_version",
+    ]);
     assert_eq!(out, version);
 }
 
@@ -138,7 +101,7 @@ fn debian_with_systemd_boots_to_running() {
         return;
     }
     let rootfs = debian_rootfs("bookworm-systemd", &["systemd-sysv"]);
-    let state = tempfile::tempdir().unwrap();
+    let state = HostState::new();
     let out_dir = tempfile::tempdir().unwrap();
     let image = rootfs.to_str().unwrap();
     // A unit that reports the system's state and powers it off, put into
@@ -149,30 +112,25 @@ fn debian_with_systemd_boots_to_running() {
                 [Install]\nWantedBy=multi-user.target\n";
     std::fs::write(out_dir.path().join("report.service"), unit).unwrap();
     let bind = format!("{}:/out", out_dir.path().display());
-    ok(
-        state.path(),
-        &[
-            "run",
-            "--name",
-            "sd",
-            "--bind",
-            &bind,
-            image,
-            "--",
-            "sh",
-            "-c",
-            "cp /out/report.service /etc/systemd/system/ && systemctl enable report.service",
-        ],
-    );
+    state.ok(&[
+        "run",
+        "--name",
+        "sd",
+        "--bind",
+        &bind,
+        image,
+        "--",
+        "sh",
+        "-c",
+        "cp /out/report.service /etc/systemd/system/ && systemctl enable report.service",
+    ]);
     assert!(!rootfs.join("etc/systemd/system/report.service").exists());
     let started = Instant::now();
-    let mut child = hyperos(
-        state.path(),
-        &["run", "--name", "sd", "--boot", "--bind", &bind, image],
-    )
-    .stdout(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut child = state
+        .cmd(&["run", "--name", "sd", "--boot", "--bind", &bind, image])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = started + Duration::from_secs(120);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -14,13 +14,10 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use common::{Env, debian_rootfs, text};
+use common::{Env, busybox_root, debian_rootfs, is_root, text};
 
 fn skip(test: &str) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let root = is_root();
     if !root {
         eprintln!("skipping {test}: needs root");
     }
@@ -142,20 +139,6 @@ fn run_in_the_vm_fetches_a_small_part_from_the_host_share() {
     ]);
     assert!(err.contains("--vm runs dat:// links"), "{err}");
     drop(share);
-}
-
-/// A tiny root: static busybox and os-release.
-fn busybox_root(dir: &Path) {
-    for d in [
-        "bin", "etc", "usr/lib", "tmp", "proc", "sys", "dev", "run", "var",
-    ] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    for applet in ["sh", "cat", "echo", "sync", "seq", "wc"] {
-        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(dir.join("usr/lib/os-release"), "ID=hyperos-test\n").unwrap();
 }
 
 #[test]

@@ -284,3 +284,110 @@ pub fn debian_rootfs(name: &str, include: &[&str]) -> PathBuf {
     lock.unlock().unwrap();
     rootfs
 }
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// A private state directory for host-side commands (no VM image), with
+/// whatever a failed test left running or mounted under it cleaned up.
+pub struct HostState {
+    dir: tempfile::TempDir,
+}
+
+impl HostState {
+    pub fn new() -> HostState {
+        HostState {
+            dir: tempfile::Builder::new()
+                .prefix("hyperos-run-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("HYPEROS_STATE_DIR", self.dir.path())
+            .env("HYPEROS_KEYSTORE", "file")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "hyperos {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn container(&self, name: &str) -> PathBuf {
+        self.dir.path().join("containers").join(name)
+    }
+
+    pub fn last_run(&self, name: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.container(name).join("last-run.json")).unwrap())
+            .unwrap()
+    }
+
+    /// Mounts under the state directory (there must be none between runs).
+    pub fn mounts(&self) -> Vec<String> {
+        let prefix = self.dir.path().to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for HostState {
+    fn drop(&mut self) {
+        // Whatever a failed test left running or mounted.
+        let _ = Command::new("pkill")
+            .args(["-f", &self.dir.path().to_string_lossy()])
+            .status();
+        for m in self.mounts().iter().rev() {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+    }
+}
+
+/// A tiny root filesystem: static busybox and its applets, os-release.
+pub fn busybox_root(dir: &Path) {
+    for d in [
+        "bin", "etc", "usr/lib", "tmp", "proc", "sys", "dev", "run", "var",
+    ] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in text(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+        }
+    }
+    std::fs::write(dir.join("usr/lib/os-release"), "ID=hyperos-test\n").unwrap();
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+    std::fs::write(dir.join("etc/greeting"), "hello from the image\n").unwrap();
+}
