@@ -116,11 +116,7 @@ fn a_directory_runs_with_a_kept_layer_exit_codes_and_stdio() {
     );
     let out = state.run(&["run", "--name", "box", img, "--", "cat", "/v"]);
     assert!(!out.status.success(), "the volatile write was kept");
-    assert!(
-        state.mounts().is_empty(),
-        "left mounted: {:?}",
-        state.mounts()
-    );
+    state.assert_nothing_mounted();
 
     // --bind and --sn-X reach nspawn.
     let shared = tempfile::tempdir().unwrap();
@@ -339,7 +335,7 @@ fn a_hostile_image_cannot_touch_the_host() {
     // The image's own tree is untouched; writes went to the layer.
     assert!(root.join("etc/resolv.conf").is_symlink());
     assert!(!root.join("outside/x").exists());
-    assert!(state.mounts().is_empty());
+    state.assert_nothing_mounted();
 }
 
 /// Waits until `f` holds.
@@ -388,22 +384,14 @@ fn stop_sigterm_and_kill_9_leave_nothing_behind_and_keep_synced_data() {
     assert!(!state.mounts().is_empty());
     state.ok(&["stop", "long"]);
     assert_eq!(container_state(&state, "long"), "stopped");
-    assert!(
-        state.mounts().is_empty(),
-        "left mounted: {:?}",
-        state.mounts()
-    );
+    state.assert_nothing_mounted();
     drop(running);
 
     // SIGTERM to hyperos run
     let running =
         Running::start(state.cmd(&["run", "--name", "long", img, "--", "sh", "-c", long]));
     running.stop();
-    assert!(
-        state.mounts().is_empty(),
-        "left mounted: {:?}",
-        state.mounts()
-    );
+    state.assert_nothing_mounted();
     assert_eq!(
         state.ok(&["run", "--name", "long", img, "--", "cat", "/synced"]),
         "data\n"
@@ -422,11 +410,7 @@ fn stop_sigterm_and_kill_9_leave_nothing_behind_and_keep_synced_data() {
         Duration::from_secs(20),
         || running.child.try_wait().unwrap().is_some(),
     );
-    assert!(
-        state.mounts().is_empty(),
-        "left mounted: {:?}",
-        state.mounts()
-    );
+    state.assert_nothing_mounted();
     assert_eq!(container_state(&state, "long"), "stopped");
 
     // kill -9: nspawn goes with it; the next run cleans the mounts up.
@@ -463,11 +447,7 @@ fn stop_sigterm_and_kill_9_leave_nothing_behind_and_keep_synced_data() {
         "{}",
         text(&out.stderr)
     );
-    assert!(
-        state.mounts().is_empty(),
-        "left mounted: {:?}",
-        state.mounts()
-    );
+    state.assert_nothing_mounted();
     assert!(!state.container("long").join("run.json").exists());
 }
 
@@ -603,10 +583,6 @@ fn an_oci_archive_runs_its_entrypoint_locally_and_lazily_over_the_network() {
     assert_eq!(progress["peers_known"], 1, "{progress}");
     state.ok(&["stop", "oci2"]);
     drop(running);
-    assert!(
-        state.mounts().is_empty(),
-        "left mounted: {:?}",
-        state.mounts()
-    );
+    state.assert_nothing_mounted();
     share.stop();
 }

@@ -348,6 +348,12 @@ impl HostState {
             .unwrap()
     }
 
+    /// Fails, naming them, if anything is mounted under the state directory.
+    pub fn assert_nothing_mounted(&self) {
+        let mounts = self.mounts();
+        assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+    }
+
     /// Mounts under the state directory (there must be none between runs).
     pub fn mounts(&self) -> Vec<String> {
         let prefix = self.dir.path().to_string_lossy().into_owned();
