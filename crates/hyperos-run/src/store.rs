@@ -272,6 +272,7 @@ impl Containers {
             .map(|dir| {
                 let running = dir.is_running();
                 let record = dir.read_record().filter(|_| running);
+                let last_run = dir.read_last_run();
                 ContainerInfo {
                     name: dir.name.clone(),
                     state: if running { "running" } else { "stopped" },
@@ -279,13 +280,13 @@ impl Containers {
                     source: record
                         .as_ref()
                         .map(|r| r.source.clone())
-                        .or_else(|| dir.read_last_run().map(|l| l.source)),
+                        .or_else(|| last_run.as_ref().map(|l| l.source.clone())),
                     started: record.as_ref().map(|r| r.started),
-                    progress: std::fs::read(dir.progress())
-                        .ok()
-                        .filter(|_| running)
+                    progress: running
+                        .then(|| std::fs::read(dir.progress()).ok())
+                        .flatten()
                         .and_then(|b| serde_json::from_slice(&b).ok()),
-                    last_run: dir.read_last_run(),
+                    last_run,
                 }
             })
             .collect())
