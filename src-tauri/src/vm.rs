@@ -32,6 +32,7 @@ pub struct Vm {
 
 impl Vm {
     pub fn new(state: StateDir, image_dir: PathBuf) -> Vm {
+        tracing::info!("kernel and initrd.gz from {}", image_dir.display());
         let name = std::env::var("HYPEROS_INSTANCE")
             .ok()
             .filter(|n| !n.is_empty())
