@@ -17,9 +17,7 @@ use hyperos_archive::{ArchiveLink, ArchiveSecret};
 use hyperos_mount::{ImageSource, ReadError};
 #[cfg(target_os = "linux")]
 use hyperos_p2p::{Archive, FetchError};
-use hyperos_p2p::{
-    DiscoveryConfig, Node, NodeConfig, PeerTicket, PublishOptions, ShareKind, ShareRecord,
-};
+use hyperos_p2p::{DiscoveryConfig, Node, NodeConfig, PeerTicket, ShareKind, ShareRecord};
 use hyperos_vm::StateDir;
 use serde::{Deserialize, Serialize};
 
@@ -263,39 +261,22 @@ pub fn share(state_dir: Option<PathBuf>, args: ShareArgs) -> anyhow::Result<i32>
         config.bind = args.bind;
         config.discovery = args.discovery.config()?;
         let node = Node::spawn(config).await?;
-        let mut options = PublishOptions::new(prepared.fs_type);
-        options.oci = prepared.oci.clone();
-        options.prefetch = prefetch.unwrap_or_default();
-        let (signed, link) = node.publish(&prepared.path, &secret, options).await?;
-        if prepared.temporary {
-            let _ = std::fs::remove_file(&prepared.path);
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let manifest = signed.verify(&secret.public(), now, None)?;
-        let ticket = node.ticket().await;
-        let key = secret.public();
-        node.announce(&key).await;
-        let record = ShareRecord {
-            key: key.to_hex(),
-            link: link.to_string(),
-            version: manifest.version,
-            ticket: ticket.to_string(),
-            pid: std::process::id(),
-            path: std::path::absolute(&args.path)?,
-            kind: ShareKind::Share,
-            log: std::env::var_os(DAEMON_LOG_ENV).map(PathBuf::from),
-            started: now,
-        };
-        record.write(state.root()).with_context(|| {
-            format!(
-                "could not record the share under {}",
-                state.root().display()
-            )
-        })?;
-        let _recorded = RecordGuard(&record, state.root());
+        let published = hyperos_run::share::publish(
+            &node,
+            state.root(),
+            hyperos_run::share::Publish {
+                prepared: &prepared,
+                source: &args.path,
+                secret: &secret,
+                prefetch: prefetch.unwrap_or_default(),
+                kind: ShareKind::Share,
+                log: std::env::var_os(DAEMON_LOG_ENV).map(PathBuf::from),
+            },
+        )
+        .await?;
+        let (record, manifest) = (&published.record, &published.manifest);
+        let (key, link, ticket) = (secret.public(), &record.link, &record.ticket);
+        let _recorded = RecordGuard(record, state.root());
         if args.json {
             println!(
                 "{}",
@@ -341,7 +322,11 @@ impl Drop for RecordGuard<'_> {
 /// One node serves per state directory (its blob store admits one process):
 /// refuses to start a second with a line that says what to do.
 fn refuse_if_serving(root: &Path) -> anyhow::Result<()> {
-    if let Some(running) = hyperos_p2p::local_shares(root).first() {
+    // The desktop app's shares have a node of their own.
+    if let Some(running) = hyperos_p2p::local_shares(root)
+        .iter()
+        .find(|r| r.kind != ShareKind::App)
+    {
         bail!(
             "this state directory already serves {} ({}, pid {}); stop it with `hyperos unshare {}` or use another --state-dir",
             running.link,
@@ -1036,6 +1021,13 @@ pub fn unshare(state_dir: Option<PathBuf>, args: UnshareArgs) -> anyhow::Result<
     let Some(record) = hyperos_p2p::shares::share_of(state.root(), &key) else {
         bail!("nothing here shares dat://{key}; `hyperos shares` lists what is shared");
     };
+    if record.kind == ShareKind::App && record.is_alive() {
+        bail!(
+            "the HyperOS app (pid {}) shares dat://{key} from {}; stop it from the app's window, or quit the app",
+            record.pid,
+            record.path.display()
+        );
+    }
     if record.is_alive() {
         signal_term(record.pid);
         let deadline = std::time::Instant::now() + Duration::from_secs(15);

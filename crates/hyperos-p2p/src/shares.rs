@@ -27,6 +27,9 @@ pub enum ShareKind {
     Share,
     /// `hyperos seed`: a copy fetched from peers.
     Seed,
+    /// A file or folder dropped on the desktop app's window: served by the
+    /// app itself for as long as it runs (stop it there, not with a signal).
+    App,
 }
 
 impl ShareKind {
@@ -35,9 +38,22 @@ impl ShareKind {
         match self {
             ShareKind::Share => "share",
             ShareKind::Seed => "seed",
+            ShareKind::App => "app",
+        }
+    }
+
+    /// What the serving process's command line holds: the subcommand, or
+    /// for the app, its program's file name.
+    fn marker(self) -> &'static str {
+        match self {
+            ShareKind::App => APP_PROGRAM,
+            kind => kind.name(),
         }
     }
 }
+
+/// The desktop app's program name: the serving process of `App` shares.
+pub const APP_PROGRAM: &str = "hyperos-desktop";
 
 /// One running share or seed, as `share.json` holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +93,7 @@ pub fn record_path(state_root: &Path, key_hex: &str) -> PathBuf {
 impl ShareRecord {
     /// Whether the recorded process still runs (and is a share or seed).
     pub fn is_alive(&self) -> bool {
-        process_alive(self.pid, self.kind.name())
+        process_alive(self.pid, self.kind.marker())
     }
 
     /// Writes the record (to a temporary file, then renamed into place).
@@ -136,8 +152,8 @@ pub fn share_of(state_root: &Path, key_hex: &str) -> Option<ShareRecord> {
     read_record(&record_path(state_root, key_hex))
 }
 
-/// Whether `pid` runs and (on Linux) has `marker` among its arguments, so a
-/// reused pid is not taken for the share.
+/// Whether `pid` runs and (on Linux) has `marker` among its arguments, or as
+/// its program's file name, so a reused pid is not taken for the share.
 fn process_alive(pid: u32, marker: &str) -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -148,8 +164,16 @@ fn process_alive(pid: u32, marker: &str) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
         !zombie
-            && std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == marker.as_bytes()))
+            && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                cmd.split(|b| *b == 0).enumerate().any(|(i, arg)| {
+                    let program = if i == 0 {
+                        arg.rsplit(|b| *b == b'/').next().unwrap_or(arg)
+                    } else {
+                        arg
+                    };
+                    arg == marker.as_bytes() || program == marker.as_bytes()
+                })
+            })
     }
     #[cfg(all(unix, not(target_os = "linux")))]
     {
@@ -227,6 +251,41 @@ mod tests {
         let alive = record(child.id());
         alive.write(dir.path()).unwrap();
         assert_eq!(local_shares(dir.path()), vec![alive]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(local_shares(dir.path()).is_empty());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_app_share_is_alive_while_the_app_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        // A program named like the app (a copy of `sleep`), at a path.
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let program = bin.join(APP_PROGRAM);
+        std::fs::copy("/bin/sleep", &program).unwrap();
+        let mut child = std::process::Command::new(&program)
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !std::fs::read(&cmdline).is_ok_and(|c| c.ends_with(b"30\0")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the program never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut app = record(child.id());
+        app.kind = ShareKind::App;
+        app.write(dir.path()).unwrap();
+        assert_eq!(local_shares(dir.path()), vec![app.clone()]);
+        // The same pid recorded as a `share` is not alive: no such argument.
+        let mut share = app.clone();
+        share.kind = ShareKind::Share;
+        assert!(!share.is_alive());
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(local_shares(dir.path()).is_empty());

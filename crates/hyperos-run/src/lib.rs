@@ -13,6 +13,8 @@
 //! * [`nspawn`]: the systemd-nspawn command line (least privilege).
 //! * [`host`]: the run itself on a Linux host (mounts, nspawn, signals).
 //! * [`guest`]: the `hyperos run` to send to a VM, and its peers.
+//! * [`share`]: publishing an image and recording that this process
+//!   serves it (`hyperos share`, the desktop app's dropped files).
 
 pub mod args;
 pub mod guest;
@@ -20,6 +22,7 @@ pub mod guest;
 pub mod host;
 mod mounts;
 pub mod nspawn;
+pub mod share;
 pub mod store;
 
 pub use args::{Parsed, RunRequest, Source, USAGE, UsageError, parse};
