@@ -89,12 +89,9 @@ struct AppConfig {
 impl AppConfig {
     fn read(repo: &Path) -> Result<AppConfig> {
         let path = repo.join("src-tauri/tauri.conf.json");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "{} is missing: run this from the HyperOS checkout",
-                path.display()
-            )
-        })?;
+        require(&path, "run this in the HyperOS checkout, or name it")?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let conf: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", path.display()))?;
         let field = |name: &str| {
