@@ -20,7 +20,7 @@ fail() { echo "deb test: $*" >&2; exit 1; }
 echo "installing $deb"
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "./$deb" >/dev/null
 depends=$(dpkg-query -W -f='${Depends}' hyper-os)
-for dep in qemu-system-x86 libwebkit2gtk-4.1-0 libayatana-appindicator3-1; do
+for dep in qemu-system-x86 erofs-utils libwebkit2gtk-4.1-0 libayatana-appindicator3-1; do
   grep -q "$dep" <<<"$depends" || fail "the package does not depend on $dep: $depends"
 done
 [ -x /usr/bin/hyperos-desktop ] || fail "/usr/bin/hyperos-desktop is missing"

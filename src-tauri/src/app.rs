@@ -13,6 +13,7 @@ use tauri_plugin_clipboard_manager::ClipboardExt as _;
 use tauri_plugin_dialog::{DialogExt as _, MessageDialogButtons, MessageDialogResult};
 
 use crate::settings::Settings;
+use crate::share::{SharedView, Shares};
 use crate::terminal::{TermEvent, Terminals};
 use crate::tray::{self, MenuEntry, TrayMenu};
 use crate::view::AppView;
@@ -24,6 +25,7 @@ pub const AUTOSTART_ARG: &str = "--autostart";
 pub struct AppState {
     vm: Arc<Vm>,
     terminals: Arc<Terminals>,
+    shares: Arc<Shares>,
     settings: Mutex<Settings>,
     key_store: (String, String),
     tray: OnceLock<TrayMenu>,
@@ -105,6 +107,7 @@ pub fn run(argv: &[String]) {
             app.manage(AppState {
                 vm: vm.clone(),
                 terminals: Arc::new(Terminals::default()),
+                shares: Arc::new(Shares::new(state_dir.root())),
                 settings: Mutex::new(Settings::load(state_dir.root())),
                 key_store,
                 tray: OnceLock::new(),
@@ -145,6 +148,8 @@ pub fn run(argv: &[String]) {
             vm_restart,
             tray_model,
             boot_link_command,
+            share_path,
+            shared_list,
             term_open,
             term_write,
             term_resize,
@@ -155,13 +160,12 @@ pub fn run(argv: &[String]) {
         ])
         .build(tauri::generate_context!());
     match result {
-        Ok(app) => app.run(|_app, event| {
+        Ok(app) => app.run(|app, event| match event {
             // The tray keeps the app alive with no window open.
-            if let RunEvent::ExitRequested { api, code, .. } = event
-                && code.is_none()
-            {
-                api.prevent_exit();
-            }
+            RunEvent::ExitRequested { api, code, .. } if code.is_none() => api.prevent_exit(),
+            // Nothing serves the dropped files any more.
+            RunEvent::Exit => app.state::<AppState>().shares.forget_all(),
+            _ => {}
         }),
         Err(err) => {
             eprintln!("hyperos-desktop: could not start: {err}");
@@ -343,6 +347,19 @@ async fn boot_link_command(app: AppHandle, link: String) -> Result<crate::link::
         .map(std::time::Duration::from_secs);
     let name = crate::link::container_name(&link, hyperos_vm::state::now_ms());
     crate::link::guest_boot_command(&root, &link, &name, deadline)
+}
+
+/// A file or folder dropped on the window: shares it (see `share.rs`) and
+/// returns its link.
+#[tauri::command]
+async fn share_path(app: AppHandle, path: String) -> Result<SharedView, String> {
+    let shares = app.state::<AppState>().shares.clone();
+    shares.share(std::path::PathBuf::from(path)).await
+}
+
+#[tauri::command]
+fn shared_list(app: AppHandle) -> Vec<SharedView> {
+    app.state::<AppState>().shares.list()
 }
 
 #[tauri::command]

@@ -9,7 +9,8 @@
 //!
 //! The app has no VM, SSH or archive logic of its own: booting, halting and
 //! status come from `hyperos-vm`, logins and keys from `hyperos-ssh`, link
-//! parsing from `hyperos-archive`. The same binary runs as an instance's
+//! parsing from `hyperos-archive`, sharing a dropped file or folder from
+//! `hyperos-imagefs`, `hyperos-p2p` and `hyperos-run`. The same binary runs as an instance's
 //! supervisor when started with `__supervise` (see
 //! `hyperos_vm::launcher`), so the installed app needs no `hyperos` CLI.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
@@ -17,6 +18,7 @@
 mod app;
 mod link;
 mod settings;
+mod share;
 mod terminal;
 mod tray;
 mod view;

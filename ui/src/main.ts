@@ -3,6 +3,7 @@
 // whose bytes travel over SSH in the app (no VM logic lives here).
 import { invoke, Channel } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
+import { getCurrentWebview } from "@tauri-apps/api/webview";
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import "@xterm/xterm/css/xterm.css";
@@ -312,15 +313,72 @@ $("boot-form").addEventListener("submit", (e) => {
   bootLink($<HTMLInputElement>("link").value);
 });
 
-// A dropped folder or file would be shared and booted; until the core can
-// share from here, say so instead of doing nothing.
-document.addEventListener("dragover", (e) => e.preventDefault());
-document.addEventListener("drop", (e) => {
-  e.preventDefault();
+// ── sharing a dropped file or folder ────────────────────────────────────
+interface Shared {
+  link: string;
+  key: string;
+  path: string;
+  image_len: number;
+  fs_type: string;
+  secret_store: string;
+}
+
+const baseName = (path: string) => path.replace(/\/+$/, "").split("/").pop() || path;
+
+function listShare(s: Shared) {
+  const list = $("shares");
+  if (list.querySelector(`[data-key="${s.key}"]`)) return;
+  const item = document.createElement("li");
+  item.dataset.key = s.key;
+  const what = document.createElement("span");
+  what.className = "what";
+  what.textContent = `Sharing ${baseName(s.path)}`;
+  what.title = `${s.path}\n${s.fs_type} image, ${mb(s.image_len)} MB\nsecret key: ${s.secret_store}`;
+  const link = document.createElement("span");
+  link.className = "share-link";
+  link.textContent = s.link;
+  const copy = document.createElement("button");
+  copy.className = "link";
+  copy.textContent = "copy";
+  copy.title = "Copy the link";
+  copy.onclick = () => navigator.clipboard.writeText(s.link).catch(() => {});
+  item.append(what, link, copy);
+  list.appendChild(item);
+  list.hidden = false;
+}
+
+// A file or folder dropped on the window is shared by the app (a folder
+// or an OCI archive becomes an EROFS image) and its link goes to the field,
+// ready to Boot.
+async function sharePath(path: string) {
   const error = $("link-error");
-  error.textContent = "Sharing a dropped file or folder is not available yet: share it with `hyperos share PATH` and paste its link.";
-  error.hidden = false;
+  const progress = $("boot-progress");
+  error.hidden = true;
+  progress.textContent = `Sharing ${baseName(path)}…`;
+  progress.hidden = false;
+  try {
+    const shared = await invoke<Shared>("share_path", { path });
+    listShare(shared);
+    $<HTMLInputElement>("link").value = shared.link;
+    progress.hidden = true;
+  } catch (e) {
+    progress.hidden = true;
+    error.textContent = String(e);
+    error.hidden = false;
+  }
+}
+
+getCurrentWebview().onDragDropEvent(async (e) => {
+  const zone = $("drop-zone");
+  const p = e.payload;
+  if (p.type === "enter" || p.type === "over") zone.hidden = false;
+  else if (p.type === "leave") zone.hidden = true;
+  else if (p.type === "drop") {
+    zone.hidden = true;
+    for (const path of p.paths) await sharePath(path);
+  }
 });
+invoke<Shared[]>("shared_list").then((list) => list.forEach(listShare));
 
 // ── wiring ──────────────────────────────────────────────────────────────
 $("start").onclick = () => act("vm_start");

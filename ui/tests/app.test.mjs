@@ -1,11 +1,11 @@
 // The desktop app, driven as a person would through WebDriver under Xvfb:
 // start the VM and see state and IP, type `hostname` in a terminal tab,
-// boot links (bad and good), the tray menu's model, Start at Login's
+// boot links (bad and good), share a dropped folder and boot it, the tray menu's model, Start at Login's
 // files, the SSH key in a real Secret Service and the file fallback
 // without one, a second launch that focuses the first, and stopping.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { execFileSync, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { app, appEnv, killVms, repo, Session, shots, startDriver, startXvfb } from "./webdriver.mjs";
@@ -206,6 +206,67 @@ test("the whole app: VM, terminal, links, tray, login item, single instance", as
       await s.screenshot("unreachable-link");
     });
 
+    await t.test("a folder dropped on the window is shared and boots", async () => {
+      const folder = join(root, "busybox-root");
+      const marker = `dropped-${process.pid}-${Date.now()}`;
+      busyboxRoot(folder, marker);
+      // What the webview emits when files are dropped on it (no drag source
+      // runs under Xvfb); the window's handler shares each dropped path.
+      const drop = (paths) =>
+        s.exec(
+          `return window.__TAURI_INTERNALS__.invoke("plugin:event|emit", { event: "tauri://drag-drop", payload: { paths: arguments[0], position: { x: 300, y: 300 } } });`,
+          paths,
+        );
+      const dropped = Date.now();
+      await drop([folder]);
+      const link = await s.until("the shared link in the field", async () => {
+        const value = await s.exec(`return document.querySelector("#link").value`);
+        return /^dat:\/\/[0-9a-f]{64}\+1$/.test(value) && value;
+      }, 60000);
+      t.diagnostic(`dropped folder shared after ${((Date.now() - dropped) / 1000).toFixed(1)} s: ${link}`);
+      assert.ok(!(await s.visible("#link-error")));
+      assert.match(await s.text("#shares"), new RegExp(`Sharing busybox-root\\s*${link.replace(/[+/.]/g, "\\$&")}`));
+      // The CLI sees the app's share, alive, and leaves stopping it to the app.
+      const shares = JSON.parse(execFileSync(cli, ["shares", "--json"], { env }).toString());
+      const mine = shares.find((sh) => sh.link === link);
+      assert.ok(mine, `hyperos shares does not list ${link}: ${JSON.stringify(shares)}`);
+      assert.equal(mine.kind, "app");
+      assert.equal(mine.state, "alive");
+      assert.equal(mine.path, folder);
+      const unshare = spawnSync(cli, ["unshare", mine.key], { env });
+      assert.notEqual(unshare.status, 0, "unshare stopped the app's share");
+      assert.match(unshare.stderr.toString().trim(), /^hyperos: the HyperOS app \(pid \d+\) shares .* stop it from the app's window/);
+      // Boot it: the guest fetches from the app.
+      await s.click("#boot");
+      await s.until("a fourth tab", async () => (await s.exec(`return window.__hyperos.tabCount()`)) === 4);
+      let screen = "";
+      await s
+        .until("the container's shell", async () => {
+          screen = await s.exec(`return window.__hyperos.terminalText(3)`);
+          return /[#$] ?$/m.test(screen.trimEnd());
+        }, 90000)
+        .catch((e) => assert.fail(`${e.message}:\n${screen}`));
+      await s.type(".pane.active .xterm-helper-textarea", "cat /etc/marker\n");
+      await s
+        .until("the dropped folder's file", async () => {
+          screen = await s.exec(`return window.__hyperos.terminalText(3)`);
+          return screen.split("\n").some((l) => l.trim() === marker);
+        }, 30000)
+        .catch((e) => assert.fail(`${e.message}:\n${screen}`));
+      await s.screenshot("dropped-folder");
+      await s.type(".pane.active .xterm-helper-textarea", "exit\n");
+      await s.until("the container's end", async () =>
+        /session ended with status \d+/.test(await s.exec(`return window.__hyperos.terminalText(3)`)), 30000);
+      // Something that is no image: a one-line inline error, nothing shared.
+      const notes = join(root, "notes.txt");
+      writeFileSync(notes, "not an image\n");
+      await drop([notes]);
+      const err = await s.until("the drop's error", async () => (await s.visible("#link-error")) && s.text("#link-error"), 30000);
+      assert.ok(!err.includes("\n"), `one line: ${err}`);
+      assert.match(err, /notes\.txt/);
+      assert.equal((await s.exec(`return document.querySelectorAll("#shares li").length`)), 1);
+    });
+
     await t.test("Start at Login writes and removes the XDG autostart entry", async () => {
       // auto-launch writes to ~/.config/autostart, whatever XDG_CONFIG_HOME says.
       const file = join(env.HOME, ".config/autostart/HyperOS.desktop");
@@ -267,6 +328,18 @@ function shareRootfs(env) {
     env: { ...env, HYPEROS_KEYSTORE: "file" },
   }).toString();
   return JSON.parse(out.trim().split("\n").pop());
+}
+
+// A root filesystem of busybox and its applets, with /etc/marker.
+function busyboxRoot(dir, marker) {
+  for (const d of ["bin", "etc", "usr/lib", "tmp", "proc", "sys", "dev", "run", "var"]) mkdirSync(join(dir, d), { recursive: true });
+  execFileSync("cp", ["/bin/busybox", join(dir, "bin/busybox")]);
+  for (const applet of execFileSync("/bin/busybox", ["--list"]).toString().split("\n")) {
+    if (applet && applet !== "busybox") symlinkSync("busybox", join(dir, "bin", applet));
+  }
+  writeFileSync(join(dir, "usr/lib/os-release"), "ID=hyperos-test\n");
+  writeFileSync(join(dir, "etc/passwd"), "root:x:0:0:root:/:/bin/sh\n");
+  writeFileSync(join(dir, "etc/marker"), `${marker}\n`);
 }
 
 function unshareAll(env) {
