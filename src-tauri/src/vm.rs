@@ -114,8 +114,21 @@ impl Vm {
         let state = self.state_dir();
         let key = hyperos_ssh::keys::init(&state.keys_dir(), false)
             .map_err(|e| format!("Could not create your SSH key: {e}"))?;
-        let launcher = SelfExec::current(state.root(), hyperos_vm::state::now_ms())
+        let mut launcher = SelfExec::current(state.root(), hyperos_vm::state::now_ms())
             .map_err(|e| e.to_string())?;
+        // Run from an AppImage, this binary lives on the AppImage's FUSE
+        // mount, which its runtime unmounts once the app quits: the
+        // supervisor, which outlives the app, is started through the
+        // AppImage file instead, so that it runs from a mount of its own
+        // that lasts as long as it does. AppRun passes the arguments on
+        // unchanged and starts it in usr/lib, as it started the app, so
+        // even a relative path names the same file in both.
+        if let Some(appimage) = std::env::var_os("APPIMAGE")
+            .map(PathBuf::from)
+            .filter(|p| p.is_file())
+        {
+            launcher.exe = appimage;
+        }
         let request = BootRequest {
             name: self.name.clone(),
             kernel: self.image_dir.join("kernel"),

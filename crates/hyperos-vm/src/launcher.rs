@@ -72,11 +72,22 @@ impl SupervisorLauncher for SelfExec {
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt;
-            // SAFETY: setsid is async-signal-safe; it detaches the supervisor
-            // from the terminal so Ctrl-C or closing it leaves the VM running.
+            // SAFETY: setsid and close_range are async-signal-safe system
+            // calls. setsid detaches the supervisor from the terminal so
+            // Ctrl-C or closing it leaves the VM running. close_range marks
+            // every descriptor but stdio close-on-exec: the supervisor
+            // inherits nothing else from the front end, such as the pipe and
+            // directory an AppImage's runtime keeps its mount alive with.
             unsafe {
                 command.pre_exec(|| {
                     libc::setsid();
+                    #[cfg(target_os = "linux")]
+                    libc::syscall(
+                        libc::SYS_close_range,
+                        3,
+                        libc::c_uint::MAX,
+                        libc::CLOSE_RANGE_CLOEXEC,
+                    );
                     Ok(())
                 });
             }
