@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
+#[cfg(target_os = "linux")]
 use anyhow::{Context, bail};
 
 /// Decodes a mountinfo path field (`\040` for a space, and so on).
@@ -52,6 +53,7 @@ pub fn detach(path: &Path) {
 }
 
 /// Unmounts `path`, failing if it is busy.
+#[cfg(target_os = "linux")]
 pub fn unmount(path: &Path) -> anyhow::Result<()> {
     let out = Command::new("umount")
         .arg(path)
@@ -67,6 +69,7 @@ pub fn unmount(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 fn run_mount(args: &[&std::ffi::OsStr], what: &str) -> anyhow::Result<()> {
     let out = Command::new("mount")
         .args(args)
@@ -83,6 +86,7 @@ fn run_mount(args: &[&std::ffi::OsStr], what: &str) -> anyhow::Result<()> {
 
 /// Mounts the `fs_type` filesystem in the image file `image` read-only at
 /// `dir`, through a loop device that clears itself on unmount.
+#[cfg(target_os = "linux")]
 pub fn mount_image(image: &Path, fs_type: &str, dir: &Path) -> anyhow::Result<()> {
     // ext4 would replay its journal even read-only; `noload` stops that.
     let options = if fs_type == "ext4" {
@@ -104,6 +108,7 @@ pub fn mount_image(image: &Path, fs_type: &str, dir: &Path) -> anyhow::Result<()
 }
 
 /// Characters overlayfs can't take in a directory option.
+#[cfg(target_os = "linux")]
 fn check_overlay_path(path: &Path) -> anyhow::Result<String> {
     let s = path
         .to_str()
@@ -116,6 +121,7 @@ fn check_overlay_path(path: &Path) -> anyhow::Result<String> {
 
 /// Mounts an overlay of `upper` (with `work`) on the read-only `lower` at
 /// `root`. Device nodes in the image don't work through it (`nodev`).
+#[cfg(target_os = "linux")]
 pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, root: &Path) -> anyhow::Result<()> {
     let options = format!(
         "lowerdir={},upperdir={},workdir={},nodev",
