@@ -172,7 +172,7 @@ for _ in $(seq 1 100); do kill -0 "$app" 2>/dev/null || break; sleep 0.1; done
 ! kill -0 "$app" 2>/dev/null || fail "the app did not exit on SIGTERM"
 quit=$(date +%s%N)
 for _ in $(seq 1 100); do mounts | grep -qxF "$app_mount" || break; sleep 0.1; done
-! mounts | grep -qxF "$app_mount" || fail "the app's mount $app_mount is still there after it exited (used by: $(users "$app_mount"))"
+! mounts | grep -qxF "$app_mount" || fail "the app's mount $app_mount is still there after it exited (processes with a file under it: $(users "$app_mount"); else a process still holds the runtime's keep-alive pipe)"
 echo "the app's mount went $(( ($(date +%s%N) - quit) / 1000000 )) ms after the app exited"
 sleep 2
 kill -0 "$supervisor" 2>/dev/null || fail "the supervisor died with the app: $(cat "$tmp/state/instances/default/supervisor.log")"
