@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use hyperos_archive::{
@@ -128,6 +128,12 @@ struct Health {
     rest_until: Instant,
 }
 
+/// Held while one granule is fetched (see `Archive::granule_lock`).
+type GranuleLock = tokio::sync::Mutex<()>;
+
+/// The granules being fetched, by chunk hash and start.
+type InFlight = HashMap<(BlobHash, u64), Weak<GranuleLock>>;
+
 /// What one manifest request came to: the peer and its answer.
 type Probe = (EndpointAddr, Result<ManifestResponse, String>);
 
@@ -147,6 +153,9 @@ pub struct Archive {
     dropped: Arc<std::sync::atomic::AtomicUsize>,
     /// Foreground reads in progress (prefetch waits for none).
     foreground: Arc<AtomicUsize>,
+    /// Granules being fetched, by chunk and start: a second read of one
+    /// waits for the first instead of fetching it again.
+    in_flight: Arc<Mutex<InFlight>>,
     deadline: Duration,
 }
 
@@ -322,6 +331,7 @@ impl Node {
             health: Arc::default(),
             dropped: Arc::default(),
             foreground: Arc::default(),
+            in_flight: Arc::default(),
             deadline: inner.deadline,
         };
         // Peers that did not answer stay, last in line (a ticket's node may
@@ -676,6 +686,19 @@ impl Archive {
         Ok(bitfield.ranges)
     }
 
+    /// The lock of the granule of chunk `hash` starting at `start`, shared
+    /// by every read of it in flight (the map keeps only live ones).
+    fn granule_lock(&self, hash: BlobHash, start: u64) -> Arc<GranuleLock> {
+        let mut in_flight = lock(&self.in_flight);
+        if let Some(held) = in_flight.get(&(hash, start)).and_then(Weak::upgrade) {
+            return held;
+        }
+        in_flight.retain(|_, granule| granule.strong_count() > 0);
+        let granule = Arc::new(GranuleLock::new(()));
+        in_flight.insert((hash, start), Arc::downgrade(&granule));
+        granule
+    }
+
     /// Makes `range` of blob `hash` local: asks the peers in turn, starting
     /// with peer `first_peer` (so parallel requests spread over the peers),
     /// dropping peers that send bad data, and going round again after a
@@ -687,6 +710,9 @@ impl Archive {
         first_peer: usize,
     ) -> Result<(), FetchError> {
         let wanted = ChunkRanges::bytes(range.clone());
+        // One fetch per granule at a time; whoever waited finds it local.
+        let granule = self.granule_lock(hash, range.start);
+        let _fetching = granule.lock().await;
         let mut pause = Duration::from_millis(50);
         loop {
             if self.local_ranges(hash).await?.is_superset(&wanted) {

@@ -342,3 +342,42 @@ async fn a_dead_peer_costs_open_and_reads_no_deadline() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// Reads of the same bytes at the same time (a kernel's readahead, two
+/// processes starting the same binary) fetch them once: the later reads
+/// wait for the fetch in flight instead of asking the peer again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_of_a_range_fetch_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deadline = Duration::from_secs(5);
+    let a = Node::spawn(config(&tmp.path().join("a"), deadline))
+        .await
+        .unwrap();
+    let (image, data) = random_image(tmp.path(), "img", 1024 * KIB);
+    let secret = ArchiveSecret::generate().unwrap();
+    let (_, link) = a.publish(&image, &secret, options()).await.unwrap();
+    let b = Node::spawn(config(&tmp.path().join("b"), deadline))
+        .await
+        .unwrap();
+    let archive = b
+        .open(ArchiveLink::latest(link.key), &[a.ticket().await])
+        .await
+        .unwrap();
+    // Opening fetched the chunk index.
+    let opened = b.progress().bytes_fetched;
+    // 8 readers of the same 256 KiB (16 granules), all at once.
+    let len = 256 * KIB as u64;
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let archive = archive.clone();
+        readers.spawn(async move { archive.read(128 * KIB as u64, len).await });
+    }
+    while let Some(read) = readers.join_next().await {
+        assert_eq!(read.unwrap().unwrap(), data[128 * KIB..384 * KIB]);
+    }
+    let p = b.progress();
+    assert_eq!(p.bytes_fetched - opened, len, "{p:?}");
+    assert_eq!(p.requests, 16 + 2, "{p:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
