@@ -122,10 +122,16 @@ impl Vm {
         // AppImage file instead, so that it runs from a mount of its own
         // that lasts as long as it does. AppRun passes the arguments on
         // unchanged and starts it in usr/lib, as it started the app, so
-        // even a relative path names the same file in both.
+        // even a relative path names the same file in both. (Extracted
+        // instead, `--appimage-extract-and-run` on a host without FUSE, the
+        // binary is a plain file that keeps running once it is deleted.)
+        let on_mount = launcher.exe.ancestors().any(|dir| {
+            dir.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".mount_"))
+        });
         if let Some(appimage) = std::env::var_os("APPIMAGE")
             .map(PathBuf::from)
-            .filter(|p| p.is_file())
+            .filter(|p| on_mount && p.is_file())
         {
             launcher.exe = appimage;
         }
