@@ -273,6 +273,14 @@ impl Discovery {
         }
     }
 
+    /// Stops announcing `key` (no-op when it is not announced).
+    pub fn withdraw(&self, key: &ArchiveKey) {
+        let announced = lock(&self.announced).remove(key.discovery_topic().as_bytes());
+        if let Some(announced) = announced {
+            self.stop(announced);
+        }
+    }
+
     fn stop(&self, announced: Announced) {
         if let Some(task) = announced.task {
             task.abort();

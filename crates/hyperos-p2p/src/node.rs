@@ -433,6 +433,16 @@ impl Node {
         self.inner.discovery.announce(key, &ticket, served);
     }
 
+    /// Stops serving the archive `key`: its manifest is no longer given to
+    /// peers (so none can open it from this node) and it is no longer
+    /// announced. Its blobs stay in the store. Returns whether it was served.
+    pub fn withdraw(&self, key: &ArchiveKey) -> bool {
+        self.inner.discovery.withdraw(key);
+        lock(&self.inner.served)
+            .remove(key.discovery_topic().as_bytes())
+            .is_some()
+    }
+
     /// Stops serving, closes the endpoint and shuts the store down (its
     /// files are then free for another node).
     #[instrument(skip_all)]

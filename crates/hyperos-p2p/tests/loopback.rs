@@ -381,3 +381,36 @@ async fn concurrent_reads_of_a_range_fetch_it_once() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A withdrawn archive is no longer given out: a reader that had not opened
+/// it can't, while another archive of the same node still opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_archive_no_longer_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deadline = Duration::from_secs(2);
+    let a = Node::spawn(config(&tmp.path().join("a"), deadline))
+        .await
+        .unwrap();
+    let (image, _) = random_image(tmp.path(), "img", 200 * KIB);
+    let (gone, kept) = (
+        ArchiveSecret::generate().unwrap(),
+        ArchiveSecret::generate().unwrap(),
+    );
+    let (_, gone_link) = a.publish(&image, &gone, options()).await.unwrap();
+    let (_, kept_link) = a.publish(&image, &kept, options()).await.unwrap();
+    assert!(a.withdraw(&gone.public()));
+    assert!(!a.withdraw(&gone.public()), "withdrawn twice");
+    let b = Node::spawn(config(&tmp.path().join("b"), deadline))
+        .await
+        .unwrap();
+    let ticket = a.ticket().await;
+    let err = b
+        .open(gone_link, std::slice::from_ref(&ticket))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::NoManifest { .. }), "{err}");
+    let archive = b.open(kept_link, &[ticket]).await.unwrap();
+    assert_eq!(archive.read(0, 10).await.unwrap().len(), 10);
+    a.shutdown().await;
+    b.shutdown().await;
+}
