@@ -149,6 +149,7 @@ pub fn run(argv: &[String]) {
             tray_model,
             boot_link_command,
             share_path,
+            share_stop,
             shared_list,
             term_open,
             term_write,
@@ -355,6 +356,13 @@ async fn boot_link_command(app: AppHandle, link: String) -> Result<crate::link::
 async fn share_path(app: AppHandle, path: String) -> Result<SharedView, String> {
     let shares = app.state::<AppState>().shares.clone();
     shares.share(std::path::PathBuf::from(path)).await
+}
+
+/// The "stop" button of a shared file or folder.
+#[tauri::command]
+async fn share_stop(app: AppHandle, key: String) -> Result<(), String> {
+    let shares = app.state::<AppState>().shares.clone();
+    shares.stop(&key).await
 }
 
 #[tauri::command]

@@ -7,7 +7,8 @@
 //! started on the first drop, serves every dropped archive from its own
 //! directory (`<state>/desktop/p2p`), so `hyperos share` can still run
 //! beside the app. The records (kind `app`) let `hyperos shares` list them
-//! and a boot in the VM find the app as a peer; they go when the app quits.
+//! and a boot in the VM find the app as a peer; they go when the user stops
+//! sharing one, or when the app quits.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -104,6 +105,28 @@ impl Shares {
         tracing::info!(link = %view.link, path = %view.path, "sharing");
         lock(&self.served).push((published.record, view.clone()));
         Ok(view)
+    }
+
+    /// Stops sharing the archive `key`: no peer can open it from the app
+    /// any more (one that already has can still read its blocks until the
+    /// app quits), and its record goes.
+    pub async fn stop(&self, key: &str) -> Result<(), String> {
+        let record = {
+            let mut served = lock(&self.served);
+            let at = served
+                .iter()
+                .position(|(r, _)| r.key == key)
+                .ok_or_else(|| format!("The app does not share dat://{key}."))?;
+            served.remove(at).0
+        };
+        let archive: hyperos_archive::ArchiveKey =
+            key.parse().map_err(|e| capitalize(&format!("{e}")))?;
+        if let Some(node) = self.node.lock().await.as_ref() {
+            node.withdraw(&archive);
+        }
+        record.remove(&self.state_root);
+        tracing::info!(link = %record.link, "stopped sharing");
+        Ok(())
     }
 
     /// Removes the share records (the app is quitting: nothing serves them

@@ -342,7 +342,21 @@ function listShare(s: Shared) {
   copy.textContent = "copy";
   copy.title = "Copy the link";
   copy.onclick = () => navigator.clipboard.writeText(s.link).catch(() => {});
-  item.append(what, link, copy);
+  const stop = document.createElement("button");
+  stop.className = "link stop-share";
+  stop.textContent = "stop";
+  stop.title = "Stop sharing it (peers that opened it keep what they fetched)";
+  stop.onclick = async () => {
+    try {
+      await invoke("share_stop", { key: s.key });
+      item.remove();
+      list.hidden = list.children.length === 0;
+    } catch (e) {
+      $("link-error").textContent = String(e);
+      $("link-error").hidden = false;
+    }
+  };
+  item.append(what, link, copy, stop);
   list.appendChild(item);
   list.hidden = false;
 }

@@ -206,7 +206,7 @@ test("the whole app: VM, terminal, links, tray, login item, single instance", as
       await s.screenshot("unreachable-link");
     });
 
-    await t.test("a folder dropped on the window is shared and boots", async () => {
+    await t.test("a folder dropped on the window is shared, boots, and stops being shared", async () => {
       const folder = join(root, "busybox-root");
       const marker = `dropped-${process.pid}-${Date.now()}`;
       busyboxRoot(folder, marker);
@@ -265,6 +265,21 @@ test("the whole app: VM, terminal, links, tray, login item, single instance", as
       assert.ok(!err.includes("\n"), `one line: ${err}`);
       assert.match(err, /notes\.txt/);
       assert.equal((await s.exec(`return document.querySelectorAll("#shares li").length`)), 1);
+      // Stop sharing it: gone from the window and the records, and a new
+      // reader (a mount with its own state, given the app's ticket) finds
+      // that the app no longer gives it out.
+      await s.click("#shares li .stop-share");
+      await s.until("the list emptied", async () => !(await s.visible("#shares")));
+      const after = JSON.parse(execFileSync(cli, ["shares", "--json"], { env }).toString());
+      assert.ok(!after.some((sh) => sh.link === link), `still listed: ${JSON.stringify(after)}`);
+      const probe = join(root, "probe");
+      mkdirSync(join(probe, "mnt"), { recursive: true });
+      const mount = spawnSync(cli, ["mount", link, join(probe, "mnt"), "--peer", mine.ticket, "--no-dht", "--no-lan", "--deadline", "3"], {
+        env: { ...env, HYPEROS_STATE_DIR: join(probe, "state") },
+        timeout: 30000,
+      });
+      assert.notEqual(mount.status, 0, `mounted a withdrawn archive: ${mount.stdout}`);
+      assert.match(mount.stderr.toString(), /no peer had a valid manifest/);
     });
 
     await t.test("Start at Login writes and removes the XDG autostart entry", async () => {
