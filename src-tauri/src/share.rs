@@ -75,7 +75,15 @@ impl Shares {
         .map_err(|e| e.to_string())??;
         let mut node = self.node.lock().await;
         if node.is_none() {
-            *node = Some(self.spawn_node().await?);
+            match self.spawn_node().await {
+                Ok(spawned) => *node = Some(spawned),
+                Err(e) => {
+                    if prepared.temporary {
+                        let _ = std::fs::remove_file(&prepared.path);
+                    }
+                    return Err(e);
+                }
+            }
         }
         let Some(node) = node.as_ref() else {
             return Err("the share node did not start".to_owned());

@@ -236,8 +236,11 @@ mod tests {
     fn a_running_share_process_is_alive() {
         let dir = tempfile::tempdir().unwrap();
         // A process whose arguments include `share`, like `hyperos share`.
+        // (Its `sleep` outlives the kill: it gets no pipe of the test's.)
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30", "share"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         // Until `sh` has replaced the forked copy of this test, the process's
