@@ -215,12 +215,25 @@ async function openTab(title: string, command: string | null, boot: BootHooks | 
       boot?.onExit(ev.status, ev.error);
     }
   };
-  // Output (the prompt) can arrive before term_open returns the id: keep
-  // what is typed meanwhile and send it once the id is known.
-  let pending: string[] | null = [];
+  // Keystrokes go out one write at a time, in order: the app handles
+  // commands concurrently, so two writes in flight could arrive swapped.
+  // What is typed while a write is in flight (or before term_open has
+  // returned the id: the prompt can come first) goes out with the next one.
+  let unsent = "";
+  let writing = false;
+  const flush = async () => {
+    if (writing) return;
+    writing = true;
+    while (unsent && tab.id != null) {
+      const data = unsent;
+      unsent = "";
+      await invoke("term_write", { id: tab.id, data }).catch(() => {});
+    }
+    writing = false;
+  };
   term.onData((data) => {
-    if (pending) pending.push(data);
-    else if (tab.id != null) invoke("term_write", { id: tab.id, data }).catch(() => {});
+    unsent += data;
+    flush();
   });
   try {
     tab.id = await invoke<number>("term_open", {
@@ -233,13 +246,11 @@ async function openTab(title: string, command: string | null, boot: BootHooks | 
   } catch (e) {
     term.write(`\x1b[31m${String(e)}\x1b[0m\r\n`);
     button.classList.add("ended");
-    pending = null;
+    unsent = "";
     boot?.onExit(255, String(e));
     return tab;
   }
-  const queued = pending.join("");
-  pending = null;
-  if (queued) invoke("term_write", { id: tab.id, data: queued }).catch(() => {});
+  flush();
   term.onResize(({ cols, rows }) => {
     if (tab.id != null) invoke("term_resize", { id: tab.id, cols, rows }).catch(() => {});
   });
