@@ -22,6 +22,11 @@ fn config(dir: &Path, deadline: Duration) -> NodeConfig {
     }
 }
 
+/// A node in `dir` on loopback with reads bounded by `deadline`.
+async fn spawn(dir: &Path, deadline: Duration) -> Node {
+    Node::spawn(config(dir, deadline)).await.unwrap()
+}
+
 fn random_image(dir: &Path, name: &str, len: usize) -> (std::path::PathBuf, Vec<u8>) {
     let mut data = vec![0u8; len];
     rand::thread_rng().fill_bytes(&mut data);
@@ -44,16 +49,14 @@ fn options() -> PublishOptions {
 async fn ranges_verified_cached_offline_and_after_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let deadline = Duration::from_secs(2);
-    let a = Node::spawn(config(&tmp.path().join("a"), deadline))
-        .await
-        .unwrap();
+    let a = spawn(&tmp.path().join("a"), deadline).await;
     let (image, data) = random_image(tmp.path(), "img", 3 * 1024 * KIB + 12345);
     let secret = ArchiveSecret::generate().unwrap();
     let (_, link) = a.publish(&image, &secret, options()).await.unwrap();
     let ticket: PeerTicket = a.ticket().await.to_string().parse().unwrap();
 
     let b_dir = tmp.path().join("b");
-    let b = Node::spawn(config(&b_dir, deadline)).await.unwrap();
+    let b = spawn(&b_dir, deadline).await;
     let archive = b
         .open(ArchiveLink::latest(link.key), &[ticket])
         .await
@@ -94,7 +97,7 @@ async fn ranges_verified_cached_offline_and_after_restart() {
     b.shutdown().await;
 
     // B restarts on the same directory, with no peer at all.
-    let b = Node::spawn(config(&b_dir, deadline)).await.unwrap();
+    let b = spawn(&b_dir, deadline).await;
     let archive = b.open(ArchiveLink::latest(link.key), &[]).await.unwrap();
     let before = b.progress();
     let got = archive.read(1_000_000, 300_000).await.unwrap();
@@ -117,12 +120,10 @@ async fn versions_go_forward_also_after_restart_and_dedup() {
     let (image, mut data) = random_image(tmp.path(), "v1", 1024 * KIB);
 
     // C publishes version 1 and keeps serving it (a stale peer).
-    let c = Node::spawn(config(&tmp.path().join("c"), deadline))
-        .await
-        .unwrap();
+    let c = spawn(&tmp.path().join("c"), deadline).await;
     let (stale_v1, _) = c.publish(&image, &secret, options()).await.unwrap();
     let a_dir = tmp.path().join("a");
-    let a = Node::spawn(config(&a_dir, deadline)).await.unwrap();
+    let a = spawn(&a_dir, deadline).await;
     let (_, v1) = a.publish(&image, &secret, options()).await.unwrap();
     assert_eq!(v1.version, Some(1));
     let blobs_v1 = a.stored_blob_count().await.unwrap();
@@ -131,7 +132,7 @@ async fn versions_go_forward_also_after_restart_and_dedup() {
     // B sees version 1 first.
     let latest = ArchiveLink::latest(v1.key);
     let b_dir = tmp.path().join("b");
-    let b = Node::spawn(config(&b_dir, deadline)).await.unwrap();
+    let b = spawn(&b_dir, deadline).await;
     let archive = b.open(latest, &[c.ticket().await]).await.unwrap();
     assert_eq!(archive.manifest().version, 1);
     drop(archive);
@@ -146,7 +147,7 @@ async fn versions_go_forward_also_after_restart_and_dedup() {
 
     // `--update` after a restart continues from the persisted version.
     a.shutdown().await;
-    let a = Node::spawn(config(&a_dir, deadline)).await.unwrap();
+    let a = spawn(&a_dir, deadline).await;
 
     // B accepts version 2 (newer than the version 1 it saw) and reads it.
     let archive = b
@@ -161,7 +162,7 @@ async fn versions_go_forward_also_after_restart_and_dedup() {
     // After a restart, and without the kept copy of version 2, B still
     // refuses version 1 from a peer that pushes it.
     std::fs::remove_dir_all(b_dir.join("manifests")).unwrap();
-    let b = Node::spawn(config(&b_dir, deadline)).await.unwrap();
+    let b = spawn(&b_dir, deadline).await;
     let (router, stale) = liar(ManifestResponse::Found(stale_v1).encode()).await;
     let err = b.open(latest, &[stale]).await.unwrap_err();
     assert!(matches!(err, FetchError::NoManifest { .. }), "{err}");
@@ -217,9 +218,7 @@ async fn forged_and_other_archive_manifests_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let deadline = Duration::from_secs(2);
     let (image, _) = random_image(tmp.path(), "img", 200 * KIB);
-    let a = Node::spawn(config(&tmp.path().join("a"), deadline))
-        .await
-        .unwrap();
+    let a = spawn(&tmp.path().join("a"), deadline).await;
     let wanted = ArchiveSecret::generate().unwrap();
     let other = ArchiveSecret::generate().unwrap();
     let (signed_other, _) = a.publish(&image, &other, options()).await.unwrap();
@@ -229,9 +228,7 @@ async fn forged_and_other_archive_manifests_are_refused() {
     let mut forged = signed_wanted.encode();
     let last = forged.len() - 1;
     forged[last] ^= 1; // the signature
-    let b = Node::spawn(config(&tmp.path().join("b"), deadline))
-        .await
-        .unwrap();
+    let b = spawn(&tmp.path().join("b"), deadline).await;
     for (bytes, expect) in [
         (signed_other.encode(), "this manifest is for archive"),
         (forged, "signature does not verify"),
@@ -255,9 +252,7 @@ async fn three_nodes_seed_relays_the_archive() {
     let deadline = Duration::from_secs(5);
     let (image, data) = random_image(tmp.path(), "img", 2 * 1024 * KIB + 777);
     let secret = ArchiveSecret::generate().unwrap();
-    let a = Node::spawn(config(&tmp.path().join("a"), deadline))
-        .await
-        .unwrap();
+    let a = spawn(&tmp.path().join("a"), deadline).await;
     let (_, link) = a
         .publish(&image, &secret, PublishOptions::new(FsType::Erofs))
         .await
@@ -277,9 +272,7 @@ async fn three_nodes_seed_relays_the_archive() {
     a.shutdown().await;
 
     // C knows only B (the seeder) and A's dead address: it fails over to B.
-    let c = Node::spawn(config(&tmp.path().join("c"), deadline))
-        .await
-        .unwrap();
+    let c = spawn(&tmp.path().join("c"), deadline).await;
     let dead = PeerTicket {
         id: iroh::SecretKey::generate().public(),
         addrs: vec!["127.0.0.1:9".parse().unwrap()],
@@ -299,22 +292,16 @@ async fn three_nodes_seed_relays_the_archive() {
 async fn a_dead_peer_costs_open_and_reads_no_deadline() {
     let tmp = tempfile::tempdir().unwrap();
     let deadline = Duration::from_secs(6);
-    let a = Node::spawn(config(&tmp.path().join("a"), deadline))
-        .await
-        .unwrap();
+    let a = spawn(&tmp.path().join("a"), deadline).await;
     let (image, data) = random_image(tmp.path(), "img", 1024 * KIB);
     let secret = ArchiveSecret::generate().unwrap();
     let (_, link) = a.publish(&image, &secret, options()).await.unwrap();
     let live = a.ticket().await;
-    let gone = Node::spawn(config(&tmp.path().join("gone"), deadline))
-        .await
-        .unwrap();
+    let gone = spawn(&tmp.path().join("gone"), deadline).await;
     let dead = gone.ticket().await;
     gone.shutdown().await;
 
-    let b = Node::spawn(config(&tmp.path().join("b"), deadline))
-        .await
-        .unwrap();
+    let b = spawn(&tmp.path().join("b"), deadline).await;
     let started = Instant::now();
     let archive = b
         .open(ArchiveLink::latest(link.key), &[dead, live])
@@ -350,15 +337,11 @@ async fn a_dead_peer_costs_open_and_reads_no_deadline() {
 async fn concurrent_reads_of_a_range_fetch_it_once() {
     let tmp = tempfile::tempdir().unwrap();
     let deadline = Duration::from_secs(5);
-    let a = Node::spawn(config(&tmp.path().join("a"), deadline))
-        .await
-        .unwrap();
+    let a = spawn(&tmp.path().join("a"), deadline).await;
     let (image, data) = random_image(tmp.path(), "img", 1024 * KIB);
     let secret = ArchiveSecret::generate().unwrap();
     let (_, link) = a.publish(&image, &secret, options()).await.unwrap();
-    let b = Node::spawn(config(&tmp.path().join("b"), deadline))
-        .await
-        .unwrap();
+    let b = spawn(&tmp.path().join("b"), deadline).await;
     let archive = b
         .open(ArchiveLink::latest(link.key), &[a.ticket().await])
         .await
@@ -388,9 +371,7 @@ async fn concurrent_reads_of_a_range_fetch_it_once() {
 async fn a_withdrawn_archive_no_longer_opens() {
     let tmp = tempfile::tempdir().unwrap();
     let deadline = Duration::from_secs(2);
-    let a = Node::spawn(config(&tmp.path().join("a"), deadline))
-        .await
-        .unwrap();
+    let a = spawn(&tmp.path().join("a"), deadline).await;
     let (image, _) = random_image(tmp.path(), "img", 200 * KIB);
     let (gone, kept) = (
         ArchiveSecret::generate().unwrap(),
@@ -400,9 +381,7 @@ async fn a_withdrawn_archive_no_longer_opens() {
     let (_, kept_link) = a.publish(&image, &kept, options()).await.unwrap();
     assert!(a.withdraw(&gone.public()));
     assert!(!a.withdraw(&gone.public()), "withdrawn twice");
-    let b = Node::spawn(config(&tmp.path().join("b"), deadline))
-        .await
-        .unwrap();
+    let b = spawn(&tmp.path().join("b"), deadline).await;
     let ticket = a.ticket().await;
     let err = b
         .open(gone_link, std::slice::from_ref(&ticket))
